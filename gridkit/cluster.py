@@ -1,0 +1,68 @@
+"""Dask clusters: a LocalCluster by default, any scheduler address, SLURM through dask-jobqueue.
+
+Workers are separate processes started with `spawn` (distributed's default): zarr v3 and CUDA do not
+survive `fork`. Tasks open their stores inside the worker.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Iterator, Mapping
+
+
+@contextlib.contextmanager
+def dask_client(
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    resources: Mapping[str, float] | None = None,
+    memory_limit: str | float = "auto",
+    processes: bool = True,
+    quiet: bool = False,
+) -> Iterator["distributed.Client"]:  # noqa: F821
+    """A distributed Client: connect to `scheduler` (an address like tcp://host:8786, or a path to a
+    scheduler file), or start a LocalCluster with `n_workers` (default: the number of cores).
+    Prints the dashboard address."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn", "distributed.worker.daemon": False}):
+        if scheduler:
+            client = Client(scheduler_file=scheduler) if os.path.isfile(scheduler) else Client(scheduler)
+            cluster = None
+        else:
+            cluster = LocalCluster(
+                n_workers=n_workers or os.cpu_count() or 1,
+                threads_per_worker=threads_per_worker,
+                processes=processes,
+                resources=dict(resources) if resources else None,
+                memory_limit=memory_limit,
+                dashboard_address=":0",
+                silence_logs="error",
+            )
+            client = Client(cluster)
+        if not quiet:
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        try:
+            yield client
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def slurm_cluster(cores: int = 8, memory: str = "32GB", walltime: str = "04:00:00", gpus: int = 0, jobs: int = 1, **kwargs):
+    """A dask-jobqueue SLURMCluster scaled to `jobs` jobs; with gpus > 0, one worker process per GPU
+    carrying the resource GPU=1. Connect with `Client(cluster)` or pass `cluster.scheduler_address`
+    to `--scheduler`."""
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as exc:  # pragma: no cover - optional extra
+        raise ImportError("SLURM support needs dask-jobqueue: pip install 'gridkit[hpc]'") from exc
+    extra = {}
+    if gpus:
+        extra = {"processes": gpus, "worker_extra_args": ["--resources", "GPU=1"], "job_extra_directives": [f"--gres=gpu:{gpus}"]}
+    cluster = SLURMCluster(cores=cores, memory=memory, walltime=walltime, **extra, **kwargs)
+    cluster.scale(jobs=jobs)
+    return cluster

@@ -1,0 +1,1 @@
+"""Subcommands of the `gridkit` CLI, one module each (see gridkit.cli.COMMANDS)."""

@@ -1,0 +1,12 @@
+"""`gridkit degrade` (being built: its issue's owner replaces this module)."""
+
+
+def register(sub):
+    parser = sub.add_parser("degrade", help="(not yet available)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args):
+    from ..errors import GridkitError
+
+    raise GridkitError("gridkit degrade is not available yet")

@@ -1,0 +1,12 @@
+"""`gridkit infer` (being built: its issue's owner replaces this module)."""
+
+
+def register(sub):
+    parser = sub.add_parser("infer", help="(not yet available)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args):
+    from ..errors import GridkitError
+
+    raise GridkitError("gridkit infer is not available yet")

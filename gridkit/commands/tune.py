@@ -1,0 +1,12 @@
+"""`gridkit tune` (being built: its issue's owner replaces this module)."""
+
+
+def register(sub):
+    parser = sub.add_parser("tune", help="(not yet available)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args):
+    from ..errors import GridkitError
+
+    raise GridkitError("gridkit tune is not available yet")

@@ -1,0 +1,51 @@
+"""Opening and writing grids, cubes and surveys as Zarr v3 stores."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import xarray as xr
+
+from . import store as _store
+from .errors import GridError, StoreError
+from .schema import MODEL, STAR, validate_grid
+
+
+def _kind(ds: xr.Dataset) -> str:
+    dims = tuple(ds.flux.dims) if "flux" in ds else ()
+    return {2: "survey" if STAR in dims else "base", 3: "cube"}.get(len(dims), "base")
+
+
+def open_grid(path, *, kind: str | None = None, chunks: dict | None = None, allow_incomplete: bool = False) -> xr.Dataset:
+    """Open a grid, degraded cube or survey lazily (dask), validate it against the data model.
+
+    kind: 'base', 'cube' or 'survey' (default: from the flux dimensions). A store whose writing was
+    interrupted is refused unless `allow_incomplete` (rerun the command that made it to resume).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise GridError(f"no grid at {path}")
+    try:
+        ds = xr.open_zarr(path, consolidated=False, chunks=chunks if chunks is not None else {})
+    except Exception as exc:  # noqa: BLE001
+        raise GridError(f"{path} is not a readable Zarr grid: {exc}") from exc
+    if not allow_incomplete and (path / _store.RECORD_GROUP).exists():
+        rs = _store.open_region_store(path)
+        if not rs.complete:
+            missing = len(rs.regions) - len(rs.done())
+            raise StoreError(f"{path} is incomplete ({missing} of {len(rs.regions)} regions not written); rerun the command that made it to resume")
+    return validate_grid(ds, kind=kind or _kind(ds), required_labels=() if kind == "survey" else None if "teff" in ds else ())
+
+
+def write_grid(ds: xr.Dataset, path, *, region_size: int | None = None, overwrite: bool = False, client=None, progress: bool = False) -> Path:
+    """Write a grid (in memory or lazy) to a Zarr v3 store, chunked along its first dimension with the whole
+    wavelength axis in a chunk, through the restartable writer."""
+    dim = ds.flux.dims[0]
+    n = ds.sizes[dim]
+    if region_size is None:
+        per_row = ds.flux.dtype.itemsize * int(ds.flux.size // max(n, 1))
+        region_size = max(1, min(n, int(32e6 // max(per_row, 1))))  # ~32 MB chunks
+    _store.write_dataset(ds, path, dim=dim, region_size=region_size, overwrite=overwrite, client=client, progress=progress)
+    return Path(path)
+
+
+__all__ = ["open_grid", "write_grid", "MODEL"]

@@ -1,0 +1,198 @@
+"""The data model: dimension names, the label set with units, and validation of grids.
+
+Base grid:      flux(model, wavelength) float32, one variable per label along `model`.
+Degraded cube:  flux(model, snr, wavelength), the same labels, attrs instrument/arms/resolving_power.
+Survey:         flux(star, wavelength), snr(star), star_id(star), optional per-star columns.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import numpy as np
+import xarray as xr
+
+from .errors import GridError
+
+MODEL, SNR, WAVELENGTH, STAR = "model", "snr", "wavelength", "star"
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    units: str
+    long_name: str
+
+
+#: The published method's 13 labels (Ksoll et al. 2026), with the names used everywhere in the project.
+DEFAULT_LABELS: tuple[Label, ...] = (
+    Label("teff", "K", "effective temperature"),
+    Label("logg", "dex", "surface gravity log10(g / (cm s-2))"),
+    Label("feh", "dex", "iron abundance [Fe/H]"),
+    Label("vmic", "km s-1", "microturbulent velocity"),
+    Label("vbroad", "km s-1", "line broadening velocity (v sin i and macroturbulence)"),
+    Label("c_fe", "dex", "carbon abundance [C/Fe]"),
+    Label("n_fe", "dex", "nitrogen abundance [N/Fe]"),
+    Label("mg_fe", "dex", "magnesium abundance [Mg/Fe]"),
+    Label("si_fe", "dex", "silicon abundance [Si/Fe]"),
+    Label("ca_fe", "dex", "calcium abundance [Ca/Fe]"),
+    Label("ti_fe", "dex", "titanium abundance [Ti/Fe]"),
+    Label("mn_fe", "dex", "manganese abundance [Mn/Fe]"),
+    Label("li_fe", "dex", "lithium abundance [Li/Fe]"),
+)
+LABEL_NAMES: tuple[str, ...] = tuple(label.name for label in DEFAULT_LABELS)
+_BY_NAME = {label.name: label for label in DEFAULT_LABELS}
+
+
+def label_info(name: str) -> Label:
+    """Units and long name of a label; unknown labels are dimensionless with their name as long name."""
+    return _BY_NAME.get(name, Label(name, "1", name))
+
+
+def label_attrs(name: str) -> dict:
+    info = label_info(name)
+    return {"units": info.units, "long_name": info.long_name}
+
+
+def label_names(ds: xr.Dataset, dim: str = MODEL) -> list[str]:
+    """The label variables of a grid: 1-D variables along `dim` with a default label name or `role = "label"`."""
+    return [str(k) for k, v in ds.data_vars.items() if v.dims == (dim,) and (k in _BY_NAME or v.attrs.get("role") == "label")]
+
+
+def wavelength_attrs(medium: str = "air") -> dict:
+    if medium not in ("air", "vacuum"):
+        raise GridError(f"wavelength medium must be 'air' or 'vacuum', got {medium!r}")
+    return {"units": "Angstrom", "long_name": "wavelength", "medium": medium}
+
+
+FLUX_ATTRS = {"units": "1", "long_name": "continuum-normalised flux"}
+
+
+def check_wavelength(wavelength: np.ndarray, name: str = "wavelength") -> np.ndarray:
+    """Return `wavelength` as float64 after checking it is 1-D, finite, positive and strictly increasing."""
+    wl = np.asarray(wavelength, dtype=np.float64)
+    if wl.ndim != 1 or wl.size < 2:
+        raise GridError(f"{name} must be 1-D with at least 2 values, got shape {wl.shape}")
+    if not np.all(np.isfinite(wl)):
+        i = int(np.flatnonzero(~np.isfinite(wl))[0])
+        raise GridError(f"{name} must be finite; index {i} is {wl[i]}")
+    if wl[0] <= 0:
+        raise GridError(f"{name} must be positive; index 0 is {wl[0]} A")
+    steps = np.diff(wl)
+    if np.any(steps <= 0):
+        i = int(np.flatnonzero(steps <= 0)[0])
+        raise GridError(f"{name} must increase; it does not at index {i + 1} ({wl[i]:.4f} -> {wl[i + 1]:.4f} A)")
+    return wl
+
+
+def check_labels(labels: Mapping[str, np.ndarray], n: int, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Labels as float64 arrays of length n, finite, with every required name present."""
+    missing = [name for name in required if name not in labels]
+    if missing:
+        raise GridError(f"missing labels: {', '.join(missing)}")
+    out = {}
+    for name, values in labels.items():
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.shape != (n,):
+            raise GridError(f"label {name!r} must have one value per model ({n}), got shape {arr.shape}")
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise GridError(f"label {name!r} is NaN or infinite for {int(bad.sum())} model(s), first at index {int(np.flatnonzero(bad)[0])}")
+        out[name] = arr
+    return out
+
+
+def check_flux_finite(flux: np.ndarray, name: str = "flux") -> None:
+    bad = ~np.isfinite(flux)
+    if bad.any():
+        idx = np.unravel_index(int(np.flatnonzero(bad)[0]), flux.shape)
+        raise GridError(f"{name} has {int(bad.sum())} NaN/inf value(s), first at index {tuple(int(i) for i in idx)}")
+
+
+def from_arrays(
+    wavelength,
+    flux,
+    labels: Mapping[str, np.ndarray],
+    *,
+    medium: str = "air",
+    resolving_power: float = math.inf,
+    model=None,
+    attrs: Mapping | None = None,
+) -> xr.Dataset:
+    """Build a validated base grid `flux(model, wavelength)` from arrays.
+
+    wavelength: (n_wave,) Angstrom, strictly increasing. flux: (n_model, n_wave) or (n_wave,).
+    labels: mapping name -> (n_model,) values. `model` gives the model ids (default 0..n-1).
+    """
+    wl = check_wavelength(wavelength)
+    fl = np.asarray(flux, dtype=np.float32)
+    if fl.ndim == 1:
+        fl = fl[None, :]
+    if fl.ndim != 2 or fl.shape[1] != wl.size:
+        raise GridError(f"flux must have shape (n_model, {wl.size}) to match wavelength, got {fl.shape}")
+    check_flux_finite(fl)
+    lab = check_labels(labels, fl.shape[0])
+    model_ids = np.arange(fl.shape[0]) if model is None else np.asarray(model)
+    ds = xr.Dataset(
+        {"flux": ((MODEL, WAVELENGTH), fl, dict(FLUX_ATTRS))},
+        coords={MODEL: (MODEL, model_ids, {"long_name": "model id"}), WAVELENGTH: (WAVELENGTH, wl, wavelength_attrs(medium))},
+    )
+    for name, values in lab.items():
+        attrs_ = label_attrs(name)
+        if name not in _BY_NAME:
+            attrs_["role"] = "label"
+        ds[name] = ((MODEL,), values, attrs_)
+    ds.attrs.update({"resolving_power": float(resolving_power)})
+    if attrs:
+        ds.attrs.update(attrs)
+    return ds
+
+
+def validate_grid(ds: xr.Dataset, *, kind: str = "base", required_labels: Iterable[str] | None = None, check_values: bool = True) -> xr.Dataset:
+    """Check that `ds` follows the data model of `kind` ('base', 'cube' or 'survey'); return it unchanged.
+
+    Label values are always checked (they are small); flux values only where `check_values` and the
+    flux is in memory (a lazy flux is checked where it is computed).
+    """
+    dims = {"base": (MODEL, WAVELENGTH), "cube": (MODEL, SNR, WAVELENGTH), "survey": (STAR, WAVELENGTH)}[kind]
+    if "flux" not in ds:
+        raise GridError(f"a {kind} grid needs a 'flux' variable; found {sorted(map(str, ds.data_vars))}")
+    if tuple(ds.flux.dims) != dims:
+        raise GridError(f"flux of a {kind} grid must have dimensions {dims}, got {tuple(ds.flux.dims)}")
+    if WAVELENGTH not in ds.coords:
+        raise GridError("the grid has no 'wavelength' coordinate")
+    check_wavelength(ds[WAVELENGTH].values)
+    row = STAR if kind == "survey" else MODEL
+    if kind == "survey":
+        for name in ("snr", "star_id"):
+            if name not in ds:
+                raise GridError(f"a survey needs a '{name}' variable along 'star'")
+        snr = np.asarray(ds["snr"].values, dtype=float)
+        if not np.all(np.isfinite(snr)) or np.any(snr <= 0):
+            raise GridError("survey snr must be finite and > 0 for every star")
+        ids = np.asarray(ds["star_id"].values).astype(str)
+        uniq, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            raise GridError(f"star_id must be unique; duplicated: {', '.join(uniq[counts > 1][:5])}")
+    else:
+        required = LABEL_NAMES if required_labels is None else tuple(required_labels)
+        missing = [name for name in required if name not in ds]
+        if missing:
+            raise GridError(f"the grid lacks label variable(s): {', '.join(missing)}")
+        for name in label_names(ds, row):
+            values = np.asarray(ds[name].values, dtype=float)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise GridError(f"label {name!r} is NaN or infinite for {int(bad.sum())} model(s)")
+    if kind == "cube":
+        snr = np.asarray(ds[SNR].values, dtype=float)
+        if np.any(~np.isfinite(snr)) or np.any(snr <= 0):
+            raise GridError("snr coordinate values must be finite and > 0")
+    if check_values and not _is_lazy(ds.flux):
+        check_flux_finite(ds.flux.values)
+    return ds
+
+
+def _is_lazy(da: xr.DataArray) -> bool:
+    return getattr(da.variable, "chunks", None) is not None

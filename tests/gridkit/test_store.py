@@ -1,0 +1,100 @@
+"""The restartable writer: template, regions, completion record, resume = uninterrupted, refusal to mix."""
+import numpy as np
+import pytest
+import xarray as xr
+
+from gridkit import store
+from gridkit.errors import StoreError
+
+
+def _template(n=10, w=7):
+    import dask.array as da
+
+    return xr.Dataset(
+        {"flux": (("model", "wavelength"), da.zeros((n, w), dtype="f4", chunks=(3, w))), "teff": ("model", np.linspace(4000, 6000, n))},
+        coords={"model": np.arange(n), "wavelength": np.arange(w, dtype=float) + 5000},
+    )
+
+
+class Noisy:
+    """A region maker whose values depend only on (seed, model id): deterministic by construction."""
+
+    def __init__(self, fail_on=()):
+        self.fail_on = set(fail_on)
+
+    def __call__(self, i, sl):
+        if i in self.fail_on:
+            raise RuntimeError(f"boom in region {i}")
+        ids = np.arange(sl.start, sl.stop)
+        flux = np.stack([store.rng_for(42, m).normal(size=7).astype("f4") for m in ids])
+        return xr.Dataset({"flux": (("model", "wavelength"), flux)}, coords={"model": ids})
+
+
+def _read(path):
+    return xr.open_zarr(path, consolidated=False).flux.values
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full, _ = store.create(tmp_path / "a.zarr", _template(), dim="model", region_size=3, fingerprint="x")
+    assert store.write_regions(full, Noisy(), progress=False) == {}
+    assert full.complete
+
+    part, resumed = store.create(tmp_path / "b.zarr", _template(), dim="model", region_size=3, fingerprint="x")
+    assert not resumed
+    failures = store.write_regions(part, Noisy(fail_on={1, 3}), on_error="record", progress=False)
+    assert set(failures) == {1, 3} and set(part.failed()) == {1, 3} and not part.complete
+    again, resumed = store.create(tmp_path / "b.zarr", _template(), dim="model", region_size=3, fingerprint="x")
+    assert resumed and again.done() == {0, 2}
+    calls = []
+
+    class Counting(Noisy):
+        def __call__(self, i, sl):
+            calls.append(i)
+            return super().__call__(i, sl)
+
+    assert store.write_regions(again, Counting(), progress=False) == {}
+    assert sorted(calls) == [1, 3]  # finished regions are not recomputed
+    assert again.complete and again.failed() == {}
+    np.testing.assert_array_equal(_read(tmp_path / "a.zarr"), _read(tmp_path / "b.zarr"))
+    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "b.zarr", consolidated=False).teff.values, np.linspace(4000, 6000, 10))
+
+
+def test_other_job_refused_and_overwrite(tmp_path):
+    path = tmp_path / "c.zarr"
+    store.create(path, _template(), dim="model", region_size=3, fingerprint="x")
+    with pytest.raises(StoreError, match="different job"):
+        store.create(path, _template(), dim="model", region_size=3, fingerprint="y")
+    _, resumed = store.create(path, _template(), dim="model", region_size=3, fingerprint="y", overwrite=True)
+    assert not resumed
+
+
+def test_foreign_path_refused(tmp_path):
+    path = tmp_path / "d.zarr"
+    path.mkdir()
+    (path / "something").write_text("x")
+    with pytest.raises(StoreError, match="not a resumable gridkit store"):
+        store.create(path, _template(), dim="model", region_size=3, fingerprint="x")
+    assert (path / "something").exists()  # nothing of the user's is touched
+
+
+def test_failed_template_leaves_nothing(tmp_path):
+    bad = _template().assign_attrs(unserialisable=object())
+    with pytest.raises(Exception):
+        store.create(tmp_path / "e.zarr", bad, dim="model", region_size=3, fingerprint="x")
+    assert not (tmp_path / "e.zarr").exists()
+
+
+def test_write_dataset_with_distributed_client(tmp_path):
+    from distributed import Client, LocalCluster
+
+    ds = _template().assign(flux=lambda d: d.flux + d.teff.astype("f4"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        store.write_dataset(ds, tmp_path / "f.zarr", dim="model", region_size=4, client=client, progress=False)
+    out = xr.open_zarr(tmp_path / "f.zarr", consolidated=False)
+    np.testing.assert_allclose(out.flux.values, np.repeat(np.linspace(4000, 6000, 10)[:, None], 7, axis=1).astype("f4"))
+
+
+def test_rng_depends_only_on_keys():
+    a = store.rng_for(1, 5, 2).normal(size=4)
+    assert np.array_equal(a, store.rng_for(1, 5, 2).normal(size=4))
+    assert not np.array_equal(a, store.rng_for(1, 5, 3).normal(size=4))
