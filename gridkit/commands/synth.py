@@ -1,12 +1,88 @@
-"""`gridkit synth` (being built: its issue's owner replaces this module)."""
+"""`gridkit synth`: labels (drawn from the prior, or a table) -> base grid, with a chosen backend."""
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_cluster_options, add_overwrite
+
+
+def _range(text: str):
+    """'A B', 'A-B', 'A,B' or an arm name."""
+    parts = text.replace(",", " ").replace("-", " ").split() if text[:1].isdigit() else [text]
+    return parts[0] if len(parts) == 1 else (float(parts[0]), float(parts[1]))
 
 
 def register(sub):
-    parser = sub.add_parser("synth", help="(not yet available)")
-    parser.set_defaults(func=_run)
+    p = sub.add_parser("synth", help="synthesize a base grid (analytic model or Turbospectrum)",
+                       description="Synthesize one spectrum per label set into a base grid (Zarr v3). Labels come from "
+                                   "the FGK prior (--n-models, --seed) or a table (--labels). A rerun of the same "
+                                   "command resumes; finished regions are not recomputed.")
+    p.add_argument("--backend", choices=("analytic", "turbospectrum"), default="analytic")
+    p.add_argument("--out", required=True, help="output Zarr store (e.g. base.zarr)")
+    src = p.add_argument_group("labels")
+    src.add_argument("--n-models", type=int, default=None, help="draw this many label sets from the prior")
+    src.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
+    src.add_argument("--prior", default=None, help="JSON/YAML file of LabelPrior options (ranges, alpha_slope, ...)")
+    src.add_argument("--labels", default=None, help="label table (CSV/ECSV/FITS) with the 13 label columns instead of the prior")
+    wl = p.add_argument_group("wavelength grid")
+    wl.add_argument("--wavelength-range", action="append", nargs="+", metavar="A B|ARM", default=None,
+                    help="a range 'A B' in Angstrom or an arm name (blue, green, red); repeatable (default: 5150-5740 and 6090-6800)")
+    wl.add_argument("--step", type=float, default=None, help="wavelength step in Angstrom (default 0.02)")
+    be = p.add_argument_group("backend options")
+    be.add_argument("--linelist", action="append", default=None, help="line list (repeatable; analytic: one CSV in its own format)")
+    be.add_argument("--atmosphere", default=None, help="model atmospheres (turbospectrum only)")
+    p.add_argument("--models-per-region", type=int, default=16, help="models per task and Zarr chunk")
+    p.add_argument("--no-progress", action="store_true")
+    add_overwrite(p)
+    add_cluster_options(p)
+    p.set_defaults(func=_run)
+
+
+def _ranges(values):
+    if not values:
+        return None
+    out = []
+    for group in values:
+        if len(group) == 2:
+            out.append((float(group[0]), float(group[1])))
+        elif len(group) == 1:
+            out.append(_range(group[0]))
+        else:
+            raise argparse.ArgumentTypeError(f"--wavelength-range takes 'A B' or an arm name, got {' '.join(group)!r}")
+    return out
 
 
 def _run(args):
-    from ..errors import GridkitError
+    from .. import synth
+    from ..errors import ConfigError
+    from ..io import read_labels
 
-    raise GridkitError("gridkit synth is not available yet")
+    if (args.labels is None) == (args.n_models is None):
+        raise ConfigError("give exactly one of --n-models (draw from the prior) or --labels (a table)")
+    if args.labels is not None:
+        labels = read_labels(args.labels)
+    else:
+        prior = synth.LabelPrior.from_file(args.prior) if args.prior else synth.LabelPrior()
+        labels = synth.sample_labels(args.n_models, args.seed, prior)
+    try:
+        ranges = _ranges(args.wavelength_range)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise ConfigError(f"--wavelength-range: {exc}") from None
+    backend = synth.get_backend(args.backend, wavelength_range=ranges, step=args.step, linelist=args.linelist, atmosphere=args.atmosphere)
+    from ..schema import LABEL_NAMES
+
+    labels = {k: v for k, v in labels.items() if k in LABEL_NAMES}
+    if args.workers is None and args.scheduler is None:
+        report = synth.synthesize(labels, backend, args.out, models_per_region=args.models_per_region, overwrite=args.overwrite, progress=not args.no_progress)
+    else:
+        from ._common import cluster_from_args
+
+        with cluster_from_args(args) as client:
+            report = synth.synthesize(labels, backend, args.out, models_per_region=args.models_per_region, overwrite=args.overwrite,
+                                      progress=not args.no_progress, client=client)
+    print(f"{report.path}: {report.n_ok} of {report.n_models} models synthesized ({args.backend})" + (" (resumed)" if report.resumed else ""))
+    for model, reason in list(report.not_ok.items())[:10]:
+        print(f"  model {model}: {reason}")
+    if len(report.not_ok) > 10:
+        print(f"  ... {len(report.not_ok) - 10} more; see gridkit.synth.model_failures({str(report.path)!r})")
+    return 0

@@ -1,0 +1,90 @@
+"""Readers of spectra and label tables, registered in one place.
+
+- `read_spectrum(path, format=None) -> (wavelength [A] float64, flux float64, meta dict)`: the format from
+  `format` or the file's extension (`EXTENSIONS`): 'turbospectrum' (.spec), 'text' (.txt .dat .asc .csv),
+  'fits' (.fits .fit .fits.gz). Wavelengths must increase and be positive, fluxes finite (GridError otherwise).
+- `read_labels(path) -> {column: ndarray}`: a label table through astropy (CSV, ECSV, FITS, VOTable...).
+- `ingest(spec_files, labels_table, out, ...)`: spectra + labels -> base grid store (see gridkit.io.ingest).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConfigError, GridError
+from ..schema import check_flux_finite, check_wavelength
+from .fits import read_fits, write_fits
+from .text import read_text, write_text
+from .turbospectrum import read_spec
+
+#: format name -> reader(path) -> (wavelength, flux, meta)
+READERS: dict[str, Callable] = {"turbospectrum": read_spec, "text": read_text, "fits": read_fits}
+#: file extension -> format name
+EXTENSIONS = {".spec": "turbospectrum", ".txt": "text", ".dat": "text", ".asc": "text", ".csv": "text",
+              ".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".fit.gz": "fits"}
+from .ingest import ingest  # noqa: E402  (the function; binds over the submodule's name)
+
+_TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".vot": "votable", ".xml": "votable"}
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return next((ext for ext in sorted(EXTENSIONS, key=len, reverse=True) if name.endswith(ext)), path.suffix.lower())
+
+
+def spectrum_format(path, format: str | None = None) -> str:
+    if format is not None:
+        if format not in READERS:
+            raise ConfigError(f"format must be one of {sorted(READERS)}, got {format!r}")
+        return format
+    ext = _suffix(Path(path))
+    if ext not in EXTENSIONS:
+        raise ConfigError(f"cannot tell the format of {path} from its extension {ext!r}; pass format= one of {sorted(READERS)}")
+    return EXTENSIONS[ext]
+
+
+def read_spectrum(path, format: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(wavelength [A], flux, meta) of a 1-D spectrum file, checked: wavelength strictly increasing and > 0, flux finite."""
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"spectrum file {path} does not exist")
+    fmt = spectrum_format(path, format)
+    wl, flux, meta = READERS[fmt](path)
+    wl = check_wavelength(wl, name=f"wavelength of {path}")
+    flux = np.asarray(flux, dtype=np.float64)
+    if flux.shape != wl.shape:
+        raise GridError(f"{path}: flux has {flux.size} values for {wl.size} wavelengths")
+    check_flux_finite(flux, name=f"flux of {path}")
+    return wl, flux, meta
+
+
+def read_labels(path) -> dict[str, np.ndarray]:
+    """{column name: values} of a label table (CSV, ECSV, FITS, VOTable, by extension; astropy's guess otherwise).
+    Numeric columns as float64 (masked values become NaN), others as str."""
+    from astropy.table import Table
+
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"label table {path} does not exist")
+    name = path.name.lower()
+    fmt = next((f for ext, f in _TABLE_FORMATS.items() if name.endswith(ext)), None)
+    try:
+        table = Table.read(path, format=fmt) if fmt else Table.read(path)
+    except Exception as exc:  # noqa: BLE001
+        raise GridError(f"cannot read label table {path}: {exc}") from None
+    out = {}
+    for col in table.colnames:
+        c = table[col]
+        if c.dtype.kind in "iufb":
+            values = np.ma.filled(np.ma.asarray(c).astype(np.float64), np.nan)
+        else:
+            values = np.asarray(np.ma.filled(np.ma.asarray(c), "")).astype(str)
+        if values.ndim != 1:
+            continue
+        out[str(col)] = values
+    return out
+
+
+__all__ = ["READERS", "EXTENSIONS", "read_spectrum", "read_labels", "ingest", "read_spec", "read_text", "read_fits", "write_text", "write_fits", "spectrum_format"]

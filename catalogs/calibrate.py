@@ -1,0 +1,153 @@
+"""The bias correction of the published method (Eq. B.1) as stored, named calibrations.
+
+    X~ = X - (a * Teff + b)
+
+for each corrected label X, with Teff the catalog's own (uncorrected) MAP effective temperature. A
+calibration is a JSON file:
+
+    {"name": "apogee-dr17", "teff_label": "teff", "description": "...", "reference": "...",
+     "coefficients": {"logg": {"a": 1.2e-05, "b": -0.07}, "feh": {"a": ..., "b": ...}}}
+
+`a` is in units of the label per K and `b` in units of the label. A calibration is found by path, or by
+name in the directories of $GRIDKIT_CALIBRATIONS (os.pathsep-separated) and then
+`~/.config/gridkit/calibrations/<name>.json`. `fit_bias` fits (a, b) against reference labels and
+`save_calibration` stores the result. No coefficients are built in: they come from an evaluation
+against reference stars and are stored by whoever fits them.
+
+Applied to a catalog, a calibration adds `<label>_cal` (MAP) and `<label>_cal_quantiles` (every quantile
+shifted by the same per-star offset) and records its name and coefficients in the attrs of the new
+variables and in the dataset attr `calibrations`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import xarray as xr
+
+from gridkit.errors import ConfigError, GridError
+
+from .schema import QUANTILE_SUFFIX, label_names
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    name: str
+    coefficients: Mapping[str, Mapping[str, float]]  # label -> {"a": per K, "b": label units}
+    teff_label: str = "teff"
+    description: str = ""
+    reference: str = ""
+    extra: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not _NAME.match(str(self.name)):
+            raise ConfigError(f"calibration name must be letters, digits, '_', '-', '.', got {self.name!r}")
+        if not self.coefficients:
+            raise ConfigError(f"calibration {self.name!r} has no coefficients")
+        for label, ab in self.coefficients.items():
+            if set(ab) != {"a", "b"}:
+                raise ConfigError(f"calibration {self.name!r}: coefficients of {label!r} must be exactly 'a' and 'b', got {sorted(ab)}")
+            for k, v in ab.items():
+                if not np.isfinite(float(v)):
+                    raise ConfigError(f"calibration {self.name!r}: {label}.{k} must be finite, got {v}")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "teff_label": self.teff_label, "description": self.description, "reference": self.reference,
+                "coefficients": {k: {"a": float(v["a"]), "b": float(v["b"])} for k, v in self.coefficients.items()}, **dict(self.extra)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Calibration":
+        d = dict(d)
+        known = {"name", "teff_label", "description", "reference", "coefficients"}
+        missing = {"name", "coefficients"} - set(d)
+        if missing:
+            raise ConfigError(f"calibration lacks {', '.join(sorted(missing))}")
+        extra = {k: d.pop(k) for k in list(d) if k not in known}
+        return cls(coefficients={k: {"a": float(v["a"]), "b": float(v["b"])} for k, v in d.pop("coefficients").items()}, extra=extra, **d)
+
+
+def search_path() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("GRIDKIT_CALIBRATIONS", "").split(os.pathsep) if p]
+    return dirs + [Path.home() / ".config" / "gridkit" / "calibrations"]
+
+
+def save_calibration(cal: Calibration, path=None, *, overwrite: bool = False) -> Path:
+    """Store a calibration as JSON (default: `<first search dir>/<name>.json`); existing files are kept unless `overwrite`."""
+    path = Path(path) if path is not None else search_path()[0] / f"{cal.name}.json"
+    if path.exists() and not overwrite:
+        raise ConfigError(f"calibration file {path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cal.to_dict(), indent=2) + "\n")
+    return path
+
+
+def load_calibration(name_or_path) -> Calibration:
+    """A calibration from a JSON path or a name on the search path."""
+    if isinstance(name_or_path, Calibration):
+        return name_or_path
+    p = Path(str(name_or_path))
+    candidates = [p] if (p.suffix == ".json" or p.exists()) else [d / f"{name_or_path}.json" for d in search_path()]
+    for c in candidates:
+        if c.is_file():
+            try:
+                return Calibration.from_dict(json.loads(c.read_text()))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                if isinstance(exc, ConfigError):
+                    raise
+                raise ConfigError(f"calibration file {c} is not a valid calibration: {exc}") from exc
+    raise ConfigError(f"no calibration {str(name_or_path)!r}; looked in {', '.join(map(str, candidates))}")
+
+
+def apply(cat: xr.Dataset, calibration) -> xr.Dataset:
+    """`cat` with `<label>_cal` and `<label>_cal_quantiles` added for every calibrated label (lazy)."""
+    cal = load_calibration(calibration)
+    labels = label_names(cat)
+    if cal.teff_label not in cat:
+        raise GridError(f"calibration {cal.name!r} needs the catalog column {cal.teff_label!r}")
+    missing = [k for k in cal.coefficients if k not in labels]
+    if missing:
+        raise GridError(f"calibration {cal.name!r} corrects label(s) the catalog lacks: {', '.join(missing)}; catalog labels: {', '.join(labels)}")
+    teff = cat[cal.teff_label]
+    new = {}
+    for label, ab in cal.coefficients.items():
+        a, b = float(ab["a"]), float(ab["b"])
+        offset = a * teff + b
+        attrs = dict(cat[label].attrs)
+        rec = {"calibration": cal.name, "calibration_equation": f"{label}_cal = {label} - (a * {cal.teff_label} + b)",
+               "calibration_a": a, "calibration_b": b}
+        new[f"{label}_cal"] = (cat[label] - offset).astype(cat[label].dtype).assign_attrs(
+            {**attrs, "long_name": f"{attrs.get('long_name', label)}, bias-corrected ({cal.name})", **rec})
+        qname = label + QUANTILE_SUFFIX
+        qattrs = dict(cat[qname].attrs)
+        new[f"{label}_cal{QUANTILE_SUFFIX}"] = (cat[qname] - offset).astype(cat[qname].dtype).assign_attrs(
+            {**qattrs, "long_name": f"{qattrs.get('long_name', qname)}, bias-corrected ({cal.name})", **rec})
+    out = cat.assign(new)
+    done = json.loads(cat.attrs.get("calibrations", "[]"))
+    out.attrs["calibrations"] = json.dumps(done + [cal.to_dict()])
+    return out
+
+
+def fit_bias(catalog_values, reference_values, teff) -> dict:
+    """Least-squares (a, b) of Eq. B.1: catalog - reference ~= a * teff + b, over stars where all are finite.
+
+    Returns {"a", "b", "n", "rms_before", "rms_after"} (rms of the residual before/after correction)."""
+    x = np.asarray(catalog_values, dtype=float)
+    r = np.asarray(reference_values, dtype=float)
+    t = np.asarray(teff, dtype=float)
+    if not (x.shape == r.shape == t.shape) or x.ndim != 1:
+        raise GridError(f"catalog_values, reference_values and teff must be 1-D of equal length, got shapes {x.shape}, {r.shape}, {t.shape}")
+    ok = np.isfinite(x) & np.isfinite(r) & np.isfinite(t)
+    if ok.sum() < 2 or np.ptp(t[ok]) == 0:
+        raise GridError(f"fit_bias needs at least 2 finite stars with different teff, got {int(ok.sum())}")
+    d = x[ok] - r[ok]
+    design = np.stack([t[ok], np.ones(ok.sum())], axis=1)
+    (a, b), *_ = np.linalg.lstsq(design, d, rcond=None)
+    after = d - (a * t[ok] + b)
+    return {"a": float(a), "b": float(b), "n": int(ok.sum()), "rms_before": float(np.sqrt(np.mean(d**2))), "rms_after": float(np.sqrt(np.mean(after**2)))}

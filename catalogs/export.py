@@ -1,0 +1,139 @@
+"""Catalog -> astropy Table -> FITS, Parquet, VOTable or CSV, units and descriptions kept.
+
+Quantiles are flattened to one column each (`teff_p02_5`, `teff_p16`, `teff_p50`, `teff_p84`, `teff_p97_5`,
+see `catalogs.schema`). The format follows the file name:
+
+    .fits .fit .fits.gz    FITS binary table (units in TUNITn, provenance in the header)
+    .parquet               Parquet (units and descriptions in astropy's table metadata)
+    .vot .votable .xml     VOTable (units and descriptions in FIELD elements)
+    .csv                   comma-separated ECSV: a CSV whose `#` header carries units, descriptions and
+                           provenance (read with `Table.read(path, format="ascii.ecsv")`, or skip `#` lines)
+    .ecsv                  the same
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import xarray as xr
+
+from gridkit.errors import ConfigError, StoreError
+
+from .schema import as_str, select_columns
+
+FORMATS = {
+    ".fits": "fits", ".fit": "fits", ".fits.gz": "fits",
+    ".parquet": "parquet",
+    ".vot": "votable", ".votable": "votable", ".xml": "votable",
+    ".csv": "csv", ".ecsv": "csv",
+}
+
+
+def format_for(path) -> str:
+    """The export format of a file name (ConfigError naming the suffix when unknown)."""
+    name = str(path).lower()
+    for suffix in sorted(FORMATS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return FORMATS[suffix]
+    raise ConfigError(f"cannot tell the export format of {str(path)!r}; use one of {', '.join(FORMATS)}")
+
+
+def _unit(text):
+    import astropy.units as u
+
+    if text in (None, "", "1"):
+        return None
+    try:
+        return u.Unit(text)
+    except ValueError:
+        return None
+
+
+def to_table(cat: xr.Dataset, columns: Iterable[str] | None = None):
+    """The flat view of a catalog (or a part of one) as an astropy Table with units and descriptions."""
+    from astropy.table import Column, Table
+
+    cols = select_columns(cat, columns)  # validates every name before loading anything
+    loaded = xr.Dataset({name: da.variable for name, da in cols.items()}).compute()
+    table = Table()
+    for name, da in cols.items():
+        values = np.asarray(loaded[name].values)
+        if values.dtype.kind in "OUT" or str(values.dtype).startswith("StringDType"):
+            values = as_str(values)
+        table[name] = Column(values, unit=_unit(da.attrs.get("units")), description=da.attrs.get("long_name"))
+    table.meta.update({str(k): (v if isinstance(v, (str, int, float, bool)) else json.dumps(v, default=str)) for k, v in cat.attrs.items()})
+    return table
+
+
+def write_table(table, path, *, overwrite: bool = False) -> Path:
+    """Write an astropy Table in the format given by `path`'s suffix; an existing file is kept unless `overwrite`."""
+    path = Path(path)
+    fmt = format_for(path)
+    if path.exists() and not overwrite:
+        raise StoreError(f"output {path} exists; pass overwrite=True (--overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # HIERARCH keywords, long cards, VOTable meta
+        if fmt == "fits":
+            t = table.copy(copy_data=False)
+            t.meta = {k: v for k, v in table.meta.items()}
+            t.write(path, format="fits", overwrite=overwrite)
+            _restore_fits_units(table, path)
+        elif fmt == "parquet":
+            table.write(path, format="parquet", overwrite=overwrite)
+        elif fmt == "votable":
+            table.write(path, format="votable", overwrite=overwrite)
+        else:
+            table.write(path, format="ascii.ecsv", delimiter=",", overwrite=overwrite)
+    return path
+
+
+def _restore_fits_units(table, path) -> None:
+    """FITS has no 'dex': astropy drops such units on writing. Put the unit string back in TUNITn (the
+    common practice of survey catalogs); `read_table` turns it back into an astropy unit."""
+    from astropy.io import fits
+
+    lost = {i: str(col.unit) for i, col in enumerate(table.itercols(), start=1) if col.unit is not None}
+    with fits.open(path, mode="update") as hdul:
+        header = hdul[1].header
+        for i, unit in lost.items():
+            if not header.get(f"TUNIT{i}"):
+                header[f"TUNIT{i}"] = unit
+
+
+def _fix_units(table):
+    import astropy.units as u
+
+    for col in table.itercols():
+        # FITS gives UnrecognizedUnit('dex'), VOTable a deci-'ex' PrefixUnit: parse the text again, generically
+        if col.unit is not None:
+            try:
+                col.unit = u.Unit(str(col.unit))
+            except ValueError:
+                pass
+    return table
+
+
+def read_table(path):
+    """Read back an exported table (any of the formats above) with its units."""
+    from astropy.table import Table
+
+    fmt = format_for(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if fmt == "csv":
+            return Table.read(path, format="ascii.ecsv")
+        if fmt == "votable":
+            return _fix_units(Table.read(path, format="votable"))
+        return _fix_units(Table.read(path, format=fmt))
+
+
+def export(cat: xr.Dataset, path, *, columns: Iterable[str] | None = None, overwrite: bool = False) -> Path:
+    """Write the flat view of `cat` (all columns, or `columns`) to `path`; the format follows the suffix."""
+    format_for(path)  # fail on the name before loading anything
+    if Path(path).exists() and not overwrite:
+        raise StoreError(f"output {path} exists; pass overwrite=True (--overwrite) to replace it")
+    return write_table(to_table(cat, columns), path, overwrite=overwrite)

@@ -1,0 +1,80 @@
+"""Merge the catalogs of several runs into one (one row per star, the runs' provenance kept).
+
+The catalogs must estimate the same labels at the same quantiles. A `source(star)` column says which input
+each row comes from; the dataset attr `sources` lists the inputs (path, model id, date) in that order.
+A star_id present in several inputs is an error unless `on_duplicate="first"` (keep the first input's row).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import xarray as xr
+
+from gridkit import store as _store
+from gridkit.errors import ConfigError, GridError
+
+from .schema import QUANTILE, STAR, as_str, check_catalog, label_names
+
+
+def merge(catalogs: Iterable, out=None, *, on_duplicate: str = "error", overwrite: bool = False, progress: bool = False) -> xr.Dataset:
+    """Merge catalogs (paths or Datasets); write the result to `out` (Zarr) when given. Returns the merged
+    catalog (lazy). Everything is checked before anything is written."""
+    from . import open as open_catalog
+
+    if on_duplicate not in ("error", "first"):
+        raise ConfigError(f"on_duplicate must be 'error' or 'first', got {on_duplicate!r}")
+    items = list(catalogs)
+    if len(items) < 1:
+        raise ConfigError("merge needs at least one catalog")
+    cats, names = [], []
+    for i, item in enumerate(items):
+        cat = open_catalog(item) if isinstance(item, (str, Path)) else item
+        names.append(str(item) if isinstance(item, (str, Path)) else f"<dataset {i}>")
+        cats.append(check_catalog(cat, where=names[-1]))
+    labels0, q0, vars0 = label_names(cats[0]), np.asarray(cats[0][QUANTILE].values), _row_vars(cats[0])
+    for name, cat in zip(names[1:], cats[1:]):
+        if label_names(cat) != labels0:
+            raise GridError(f"{name} estimates labels {label_names(cat)}, {names[0]} estimates {labels0}; cannot merge")
+        if not np.allclose(np.asarray(cat[QUANTILE].values), q0):
+            raise GridError(f"{name} has quantiles {list(cat[QUANTILE].values)}, {names[0]} has {list(q0)}; cannot merge")
+        if _row_vars(cat) != vars0:
+            raise GridError(f"{name} has columns {sorted(_row_vars(cat))}, {names[0]} has {sorted(vars0)}; cannot merge")
+    parts = []
+    for k, cat in enumerate(cats):
+        cat = _plain(cat)
+        parts.append(cat.assign(source=(STAR, np.full(cat.sizes[STAR], k, dtype=np.int16), {"long_name": "index of the input catalog in attr 'sources'", "units": "1"})))
+    merged = xr.concat(parts, dim=STAR, data_vars="all", coords="minimal", compat="override", join="override", combine_attrs="drop_conflicts")
+    ids = as_str(merged["star_id"].values)
+    uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        if on_duplicate == "error":
+            dup = uniq[counts > 1]
+            raise GridError(f"{int(dup.size)} star_id(s) appear in more than one input, e.g. {', '.join(dup[:5])}; pass on_duplicate='first' (--on-duplicate first) to keep the first")
+        keep = np.sort(first)
+        merged = merged.isel({STAR: keep})
+    merged = merged.assign_coords({STAR: np.arange(merged.sizes[STAR])})
+    merged["star_id"] = (STAR, np.asarray(merged["star_id"].values).astype(object), dict(cats[0]["star_id"].attrs))
+    sources = [{"path": n, "model_id": c.attrs.get("model_id", ""), "date_created": c.attrs.get("date_created", ""), "n_star": int(c.sizes[STAR])} for n, c in zip(names, cats)]
+    merged.attrs = {k: v for k, v in cats[0].attrs.items() if all(c.attrs.get(k) == v for c in cats)}
+    merged.attrs.update({"sources": json.dumps(sources), "history": f"merged from {len(cats)} catalog(s) by catalogs.merge (on_duplicate={on_duplicate})"})
+    if out is not None:
+        n = merged.sizes[STAR]
+        chunk = int(cats[0][labels0[0]].encoding.get("chunks", (min(n, 65536),))[0]) if labels0 else min(n, 65536)
+        _store.write_dataset(merged, out, dim=STAR, region_size=max(1, min(n, chunk)), overwrite=overwrite, progress=progress, desc="merge",
+                             fingerprint_parts=("merge", sources, on_duplicate))
+        return open_catalog(out)
+    return merged
+
+
+def _row_vars(cat: xr.Dataset) -> set[str]:
+    return {str(k) for k, v in cat.variables.items() if STAR in v.dims and k != STAR}
+
+
+def _plain(cat: xr.Dataset) -> xr.Dataset:
+    """star_id back to a plain variable (no index), so concat does not align on it."""
+    if "star_id" in cat.coords:
+        cat = cat.drop_indexes("star_id", errors="ignore").reset_coords("star_id")
+    return cat

@@ -1,0 +1,267 @@
+"""Bias calibration of a catalog against literature values (Ksoll et al. 2026, Appendix B, Eq. B.1).
+
+The cINN's estimates of real stars carry systematic offsets that grow with temperature (synthetic-grid
+physics, normalisation). Eq. B.1 removes a linear trend in Teff from each label:
+
+    X_cal = X - (a * Teff + b)
+
+where a and b are fitted per label by least squares of the offsets Delta X = X_catalog - X_reference
+against the catalog's own Teff (the one known for every star the calibration is later applied to).
+
+`fit_bias_calibration` matches a catalog to a reference table (e.g. the Gaia FGK benchmark stars,
+`../shared/data/gaia-benchmark-stars/gbs_v3_lite.fits`), fits a, b per label and returns the named
+calibration; `write_calibration` stores it as JSON for `gridkit catalog calibrate`
+in the format of catalogs/calibrate.py (which applies it).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from gridkit.errors import ConfigError, GridError
+
+#: Columns of the Gaia FGK benchmark star table (Soubiran et al. 2024) holding our labels.
+GBS_COLUMNS: dict[str, str] = {"teff": "teff", "logg": "logg", "feh": "fe_h"}
+#: Their uncertainty columns.
+GBS_ERRORS: dict[str, str] = {"teff": "e_teff", "logg": "e_logg"}
+#: Identifier columns of the GBS table tried, in order, when matching a catalog's star_id.
+GBS_ID_COLUMNS: tuple[str, ...] = ("hip", "hd", "source_id_gaiadr3", "tmass_id")
+
+
+def fit_linear_offset(teff, delta, sigma=None) -> dict:
+    """Least-squares fit of delta = a * teff + b (Eq. B.1) for one label.
+
+    teff, delta: (n,) arrays; non-finite pairs are dropped. sigma: optional (n,) 1-sigma uncertainties of
+    delta (weighted fit). Returns {a, b, a_err, b_err, n, rms_before, rms_after}: uncertainties from the
+    covariance of the fit (scaled by the reduced chi-square when unweighted); rms of the offsets before
+    and after subtracting the trend.
+    """
+    t = np.asarray(teff, dtype=float)
+    d = np.asarray(delta, dtype=float)
+    if t.shape != d.shape or t.ndim != 1:
+        raise ConfigError(f"teff and delta must be 1-D of equal length, got shapes {t.shape} and {d.shape}")
+    w = np.ones_like(d) if sigma is None else 1.0 / np.asarray(sigma, dtype=float) ** 2
+    ok = np.isfinite(t) & np.isfinite(d) & np.isfinite(w) & (w > 0)
+    n = int(ok.sum())
+    if n < 3:
+        raise ConfigError(f"need at least 3 stars with finite Teff and offset to fit a and b, got {n}")
+    t, d, w = t[ok], d[ok], w[ok]
+    if np.ptp(t) == 0:
+        raise ConfigError(f"all {n} stars have Teff = {t[0]}; a slope in Teff cannot be fitted")
+    # centre Teff for a well-conditioned fit
+    t0 = np.average(t, weights=w)
+    design = np.stack([t - t0, np.ones_like(t)], axis=1)
+    sw = np.sqrt(w)
+    coef, *_ = np.linalg.lstsq(design * sw[:, None], d * sw, rcond=None)
+    a, c = coef
+    b = c - a * t0
+    resid = d - (a * t + b)
+    cov = np.linalg.inv(design.T @ (design * w[:, None]))
+    if sigma is None:
+        cov = cov * (np.sum(resid**2) / max(n - 2, 1))
+    # covariance of (a, b) with b = c - a t0
+    jac = np.array([[1.0, 0.0], [-t0, 1.0]])
+    cov_ab = jac @ cov @ jac.T
+    return {
+        "a": float(a),
+        "b": float(b),
+        "a_err": float(np.sqrt(cov_ab[0, 0])),
+        "b_err": float(np.sqrt(cov_ab[1, 1])),
+        "n": n,
+        "rms_before": float(np.sqrt(np.mean(d**2))),
+        "rms_after": float(np.sqrt(np.mean(resid**2))),
+    }
+
+
+def _norm_id(value) -> str:
+    if isinstance(value, bytes):
+        value = value.decode()
+    text = str(value).strip().upper()
+    return re.sub(r"[\s_]+", "", text)
+
+
+def _columns(obj) -> dict[str, np.ndarray]:
+    """1-D columns of a catalog/reference: an xarray Dataset (1-D variables), an astropy Table, a pandas
+    DataFrame, a mapping, or a path to any of these (Zarr, FITS, ECSV, CSV, Parquet)."""
+    if isinstance(obj, (str, Path)):
+        path = Path(obj)
+        if not path.exists():
+            raise GridError(f"no table at {path}")
+        if path.is_dir() or path.suffix == ".zarr":
+            import xarray as xr
+
+            obj = xr.open_zarr(path, consolidated=False)
+        else:
+            import warnings
+
+            from astropy.table import Table
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                obj = Table.read(path)
+    if hasattr(obj, "data_vars"):  # xarray
+        return {str(k): np.asarray(v.values) for k, v in {**obj.coords, **obj.data_vars}.items() if v.ndim == 1}
+    if hasattr(obj, "colnames"):  # astropy
+        return {name: np.asarray(obj[name]) for name in obj.colnames if obj[name].ndim == 1}
+    if hasattr(obj, "columns") and hasattr(obj, "to_numpy"):  # pandas
+        return {str(c): obj[c].to_numpy() for c in obj.columns}
+    if isinstance(obj, Mapping):
+        return {str(k): np.asarray(v) for k, v in obj.items()}
+    raise ConfigError(f"cannot read columns from an object of type {type(obj).__name__}")
+
+
+def match_catalog(catalog_ids, reference: Mapping[str, np.ndarray], id_columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray, str]:
+    """Indices (i_catalog, i_reference) of stars whose ids agree, trying each reference id column in turn
+    and keeping the one with most matches (ids compared upper-case without spaces: 'HIP 1234' = 'hip1234').
+    Integer-like ids also match with a prefix stripped ('HIP1234' = 1234)."""
+    cat = [_norm_id(v) for v in catalog_ids]
+    best = (np.zeros(0, int), np.zeros(0, int), "")
+    for col in id_columns:
+        if col not in reference:
+            continue
+        ref = [_norm_id(v) for v in reference[col]]
+        index = {}
+        for j, r in enumerate(ref):
+            if r and r not in ("0", "--", "NAN", "NONE"):
+                index.setdefault(r, j)
+                digits = re.sub(r"^[A-Z]+", "", r)
+                if digits != r and digits:
+                    index.setdefault(digits, j)
+        pairs = [(i, index[c]) for i, c in enumerate(cat) if c in index]
+        if len(pairs) > len(best[0]):
+            arr = np.asarray(pairs, dtype=int)
+            best = (arr[:, 0], arr[:, 1], col)
+    return best
+
+
+def fit_bias_calibration(
+    catalog,
+    reference,
+    *,
+    name: str,
+    labels: Sequence[str] | None = None,
+    reference_columns: Mapping[str, str] | None = None,
+    reference_errors: Mapping[str, str] | None = None,
+    catalog_id: str = "star_id",
+    reference_ids: Sequence[str] | None = None,
+    teff_label: str = "teff",
+    weighted: bool = False,
+    reference_name: str | None = None,
+) -> dict:
+    """Fit Eq. B.1 (X_cal = X - (a Teff + b)) per label of `catalog` against `reference`.
+
+    catalog: the inferred catalog (per-star MAP variables named after the labels, a `star_id` column), as
+        a Dataset, Table, DataFrame, mapping or path. reference: literature values, same kinds; default
+        column names are the Gaia FGK benchmark table's (teff, logg, fe_h; ids hip, hd, Gaia DR3 ...).
+    labels: labels to calibrate (default: every label present in both, after `reference_columns`).
+    reference_columns: label -> reference column (default GBS_COLUMNS, identity for other labels).
+    weighted: weight by the reference uncertainties (`reference_errors`, default GBS_ERRORS) where known.
+    Teff in Eq. B.1 is the catalog's Teff (`teff_label`), so the calibration can be applied to any star.
+
+    Returns the calibration in catalogs/calibrate.py's format, {name, teff_label, description, reference,
+    coefficients: {label: {a, b}}}, plus `fit` ({label: {a, b, a_err, b_err, n, rms_before, rms_after}}),
+    `n` (matched stars), `matched_on` and `created`; `write_calibration` stores it.
+    """
+    if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"calibration name must be non-empty letters, digits, '_', '.', '-'; got {name!r}")
+    cat = _columns(catalog)
+    ref = _columns(reference)
+    refcols = dict(GBS_COLUMNS)
+    refcols.update(reference_columns or {})
+    referr = dict(GBS_ERRORS)
+    referr.update(reference_errors or {})
+    if catalog_id not in cat:
+        raise ConfigError(f"catalog has no id column {catalog_id!r}; columns: {', '.join(sorted(cat)[:20])}")
+    if teff_label not in cat:
+        raise ConfigError(f"catalog has no Teff column {teff_label!r} needed by Eq. B.1")
+    ids = list(reference_ids) if reference_ids else [c for c in (*GBS_ID_COLUMNS, "star_id", "id", "name") if c in ref]
+    i_cat, i_ref, id_col = match_catalog(cat[catalog_id], ref, ids)
+    if len(i_cat) < 3:
+        raise ConfigError(
+            f"only {len(i_cat)} catalog star(s) match the reference by {catalog_id!r} against {ids}; need at least 3"
+        )
+    if labels is None:
+        labels = [lab for lab in cat if refcols.get(lab, lab) in ref and lab != catalog_id and np.issubdtype(np.asarray(cat[lab]).dtype, np.number)]
+    out: dict[str, dict] = {}
+    teff = np.asarray(cat[teff_label], dtype=float)[i_cat]
+    for lab in labels:
+        col = refcols.get(lab, lab)
+        if lab not in cat:
+            raise ConfigError(f"label {lab!r} is not a column of the catalog")
+        if col not in ref:
+            raise ConfigError(f"reference has no column {col!r} for label {lab!r}; pass reference_columns={{{lab!r}: ...}}")
+        delta = np.asarray(cat[lab], dtype=float)[i_cat] - _masked_float(ref[col])[i_ref]
+        sigma = None
+        if weighted and referr.get(lab) in ref:
+            sigma = _masked_float(ref[referr[lab]])[i_ref]
+            sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, np.nan)
+        out[lab] = fit_linear_offset(teff, delta, sigma)
+    return {
+        "name": name,
+        "teff_label": teff_label,
+        "description": f"Eq. B.1 (Ksoll et al. 2026) bias calibration X_cal = X - (a * {teff_label} + b), least squares over {len(i_cat)} matched stars"
+        + (" weighted by the reference uncertainties" if weighted else ""),
+        "reference": reference_name or (str(reference) if isinstance(reference, (str, Path)) else "reference table"),
+        "coefficients": {lab: {"a": fit["a"], "b": fit["b"]} for lab, fit in out.items()},
+        "fit": out,
+        "matched_on": f"{catalog_id} = reference.{id_col}",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "n": int(len(i_cat)),
+    }
+
+
+def _masked_float(col) -> np.ndarray:
+    arr = np.ma.asarray(col)
+    return np.ma.filled(arr.astype(float), np.nan)
+
+
+def apply_calibration(values: Mapping[str, np.ndarray], calibration: Mapping) -> dict[str, np.ndarray]:
+    """Apply Eq. B.1 to label arrays: X - (a * Teff + b) for every calibrated label, using the
+    uncalibrated Teff for every label (Teff itself included). Other labels pass unchanged."""
+    tl = calibration.get("teff_label", "teff")
+    if tl not in values:
+        raise ConfigError(f"values lack the Teff label {tl!r} that Eq. B.1 needs")
+    teff = np.asarray(values[tl], dtype=float)
+    out = {k: np.asarray(v) for k, v in values.items()}
+    for lab, ab in _coefficients(calibration).items():
+        if lab in values:
+            out[lab] = np.asarray(values[lab], dtype=float) - (ab["a"] * teff + ab["b"])
+    return out
+
+
+def _coefficients(calibration) -> Mapping[str, Mapping[str, float]]:
+    if hasattr(calibration, "coefficients"):
+        return calibration.coefficients
+    if "coefficients" in calibration:
+        return calibration["coefficients"]
+    if "labels" in calibration:  # the minimal {name, labels: {label: {a, b}}} form
+        return calibration["labels"]
+    raise ConfigError("a calibration needs 'coefficients' (label -> {a, b})")
+
+
+def write_calibration(calibration: Mapping, path, *, overwrite: bool = False) -> Path:
+    """Store a calibration from `fit_bias_calibration` as JSON where `gridkit catalog calibrate` finds it.
+
+    path: a `.json` file, or a directory that gets `<name>.json` (put it on $GRIDKIT_CALIBRATIONS to use
+    the calibration by name). The format is catalogs/calibrate.py's: {name, teff_label, description,
+    reference, coefficients: {label: {a, b}}} plus the fit's statistics (`fit`, `n`, `matched_on`,
+    `created`), which that module keeps as extras. An existing file is refused unless `overwrite`.
+    """
+    from catalogs.calibrate import Calibration, save_calibration
+
+    path = Path(path)
+    if path.suffix != ".json":
+        path = path / f"{calibration['name']}.json"
+    return save_calibration(Calibration.from_dict(json.loads(json.dumps(dict(calibration)))), path, overwrite=overwrite)
+
+
+def read_calibration(path) -> dict:
+    """Read a calibration JSON (catalogs/calibrate.py's format) as a dict."""
+    from catalogs.calibrate import load_calibration
+
+    return load_calibration(path).to_dict()

@@ -1,0 +1,274 @@
+"""Posterior predictive check (cf. Ksoll et al. 2026, Fig. 7): re-simulate spectra from the posterior.
+
+For each spectrum, the grid's own generator (read from the cube's attrs: the analytic one, or the
+Turbospectrum backend where its programs exist) synthesises the spectrum at the MAP labels and at
+`n_draws` posterior draws; the results go through the same degradation chain as the cube (resolution,
+rotation with the label vbroad, instrument pixels; no noise), so they are directly comparable to the
+input flux. Reported per spectrum: the rms of the residual flux (observed - MAP model), its reduced chi^2
+with the noise sigma = model / (S/N per pixel) (about 1 when the MAP model explains the spectrum down to
+the noise), and the fraction of pixels inside the 68 % posterior predictive band widened by the noise.
+Where the true labels are known (test spectra), the same at the truth is the reference.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from gridkit.errors import BackendError, ConfigError, GridError
+
+PROVENANCE_KEYS = ("synth", "synthesizer", "provenance", "synth_provenance", "generator")
+
+
+def _provenance(attrs: Mapping) -> dict:
+    """The generator's provenance dict from a grid's attrs: flat (`backend` at top level) or nested under
+    one of PROVENANCE_KEYS (a dict or a JSON string)."""
+    if "backend" in attrs:
+        return dict(attrs)
+    for key in PROVENANCE_KEYS:
+        v = attrs.get(key)
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except ValueError:
+                continue
+        if isinstance(v, Mapping) and "backend" in v:
+            return dict(v)
+    return {}
+
+
+def generator_from_attrs(attrs: Mapping):
+    """(generator, "") re-creating the synthesis backend that made a grid, or (None, reason)."""
+    prov = _provenance(attrs)
+    backend = str(prov.get("backend", "")).lower()
+    if not backend:
+        return None, "the cube's attrs do not say which generator made it (no 'backend' in its provenance)"
+    if backend == "analytic":
+        from gridkit.synth.analytic import AnalyticSynthesizer
+
+        linelist = prov.get("linelist")
+        if linelist is not None and not Path(str(linelist)).is_file():
+            linelist = None  # the committed default table (provenance then holds a description, not a path)
+        ranges = prov.get("wavelength_ranges") or prov.get("wavelength_range")
+        kwargs = {"linelist": linelist, "balmer": bool(prov.get("balmer", True))}
+        if ranges is not None:
+            kwargs["wavelength_range"] = tuple(tuple(float(x) for x in r) for r in ranges)
+        if prov.get("step_angstrom", prov.get("step")) is not None:
+            kwargs["step"] = float(prov.get("step_angstrom", prov.get("step")))
+        return AnalyticSynthesizer(**kwargs), ""
+    if backend.startswith("turbospectrum"):
+        try:
+            import importlib
+
+            mod = importlib.import_module("gridkit.synth.turbospectrum")
+        except ImportError as exc:
+            return None, f"the Turbospectrum backend is not available here ({exc})"
+        factory = getattr(mod, "from_provenance", None) or getattr(getattr(mod, "TurbospectrumSynthesizer", None), "from_provenance", None)
+        if factory is None:
+            return None, "gridkit.synth.turbospectrum cannot rebuild a synthesizer from a grid's provenance (no from_provenance)"
+        try:
+            gen = factory(prov)
+            check = getattr(gen, "check", None) or getattr(gen, "available", None)
+            if callable(check):
+                check()
+            return gen, ""
+        except Exception as exc:  # noqa: BLE001 - missing programs or atmospheres: skip the check, say why
+            return None, f"the Turbospectrum backend cannot run here: {exc}"
+    return None, f"generator {backend!r} is not supported by the posterior predictive check"
+
+
+def _chain_options(attrs: Mapping) -> dict:
+    """degrade() options reproducing the cube's chain from its attrs (instrument, arms, resolving powers,
+    limb darkening and working step parsed from `degrade_chain`)."""
+    opts: dict = {}
+    if "instrument" not in attrs:
+        raise GridError("the cube's attrs lack 'instrument': cannot repeat its degradation chain")
+    opts["instrument"] = attrs["instrument"]
+    arms = attrs.get("arms")
+    if arms is not None:
+        opts["arms"] = arms if isinstance(arms, str) else ",".join(map(str, arms))
+    if attrs.get("input_resolving_power") is not None:
+        opts["input_resolving_power"] = float(attrs["input_resolving_power"])
+    chain = str(attrs.get("degrade_chain", ""))
+    m = re.search(r"limb darkening ([0-9.]+)", chain)
+    if m:
+        opts["limb_darkening"] = float(m.group(1))
+    m = re.search(r"grid of <= ([0-9.eE+-]+) A", chain)
+    if m:
+        opts["working_step"] = float(m.group(1))
+    m = re.match(r"R=([0-9.eE+]+) on the input grid", chain)
+    if chain and not m:
+        opts["intermediate_resolving_power"] = None
+    elif m:
+        opts["intermediate_resolving_power"] = float(m.group(1))
+    return opts
+
+
+def resimulate(generator, labels: np.ndarray, label_names: Sequence[str], attrs: Mapping, wavelength: np.ndarray) -> np.ndarray:
+    """Spectra (n, n_wave) at label rows (n, d): synthesised by `generator`, degraded like the cube (no
+    noise), on `wavelength` (the cube's grid). Rows the generator cannot compute are NaN."""
+    from gridkit.degrade import degrade
+    from gridkit.schema import from_arrays
+    from gridkit.synth.base import SynthesisSkipped
+
+    labels = np.atleast_2d(np.asarray(labels, dtype=float))
+    names = list(label_names)
+    wl_gen = np.asarray(generator.wavelength(), dtype=float)
+    flux = np.ones((labels.shape[0], wl_gen.size), dtype=np.float32)
+    ok = np.ones(labels.shape[0], dtype=bool)
+    for i, row in enumerate(labels):
+        d = dict(zip(names, row.tolist()))
+        if not all(np.isfinite(row)):
+            ok[i] = False
+            continue
+        try:
+            flux[i] = generator.synthesize(d)
+        except SynthesisSkipped:
+            ok[i] = False
+    lab = {n: labels[:, j] for j, n in enumerate(names)}
+    if "vbroad" in lab:
+        lab["vbroad"] = np.maximum(np.nan_to_num(lab["vbroad"], nan=0.0), 0.0)
+    lab = {k: np.nan_to_num(v, nan=0.0) for k, v in lab.items()}
+    opts = _chain_options(attrs)
+    r_in = opts.pop("input_resolving_power", math.inf)
+    base = from_arrays(wl_gen, flux, lab, resolving_power=r_in)
+    deg = degrade(base, snr=None, input_resolving_power=r_in, **opts)
+    out = np.asarray(deg.flux.values, dtype=np.float64)
+    out_wl = np.asarray(deg.wavelength.values, dtype=float)
+    wavelength = np.asarray(wavelength, dtype=float)
+    if out_wl.shape != wavelength.shape or not np.allclose(out_wl, wavelength, atol=1e-6):
+        raise GridError(f"the re-simulated spectra ({out_wl.size} pixels, {out_wl[0]:.3f}-{out_wl[-1]:.3f} A) are not on the cube's grid "
+                        f"({wavelength.size} pixels, {wavelength[0]:.3f}-{wavelength[-1]:.3f} A)")
+    out[~ok] = np.nan
+    return out
+
+
+@dataclass
+class PPCResult:
+    wavelength: np.ndarray
+    observed: np.ndarray  # (S, W)
+    snr: np.ndarray  # (S,)
+    sigma: np.ndarray  # (S, W) noise 1-sigma at the MAP model
+    map_labels: np.ndarray  # (S, d)
+    map_flux: np.ndarray  # (S, W)
+    band: np.ndarray  # (S, 3, W) 16/50/84 % of the re-simulated draws
+    truth_flux: np.ndarray | None
+    label_names: tuple
+
+    def stats(self) -> list[dict]:
+        rows = []
+        for i in range(self.observed.shape[0]):
+            r = self.observed[i] - self.map_flux[i]
+            z = r / self.sigma[i]
+            lo, hi = self.band[i, 0], self.band[i, 2]
+            widened_lo = lo - self.sigma[i]
+            widened_hi = hi + self.sigma[i]
+            row = {"spectrum": i, "snr": float(self.snr[i]), "rms_map": float(np.sqrt(np.nanmean(r**2))),
+                   "chi2_map": float(np.nanmean(z**2)), "rms_noise": float(np.sqrt(np.nanmean(self.sigma[i] ** 2))),
+                   "frac_in_band68": float(np.nanmean((self.observed[i] >= widened_lo) & (self.observed[i] <= widened_hi)))}
+            if self.truth_flux is not None:
+                rt = self.observed[i] - self.truth_flux[i]
+                row["rms_truth"] = float(np.sqrt(np.nanmean(rt**2)))
+                row["chi2_truth"] = float(np.nanmean((rt / self.sigma[i]) ** 2))
+            for j, n in enumerate(self.label_names):
+                row[f"map_{n}"] = float(self.map_labels[i, j])
+            rows.append(row)
+        return rows
+
+    def write_table(self, path) -> Path:
+        from astropy.table import Table
+
+        path = Path(path)
+        t = Table(rows=self.stats())
+        t.meta["description"] = ("posterior predictive check: residual flux observed - model at the MAP (rms, reduced chi2 with the noise "
+                                  "sigma), fraction of pixels inside the 68 % posterior predictive band widened by the noise")
+        t.write(path, format="ascii.csv", overwrite=True)
+        t.write(path.with_suffix(".ecsv"), format="ascii.ecsv", overwrite=True)
+        return path
+
+
+def posterior_predictive(post, flux, snr, generator, attrs: Mapping, *, wavelength=None, n_draws: int = 16, samples: int = 1024,
+                         seed: int = 0, keys=None, truth=None, convention: str | None = None) -> PPCResult:
+    """Re-simulate spectra at the MAP and at `n_draws` posterior draws (of `samples`) for spectra `flux` (S, W)
+    at `snr` (S,), with `generator` and the degradation chain described by `attrs` (a cube's attrs).
+    truth: optional true labels (S, d) to re-simulate as the reference."""
+    from gridkit.kernels.noise import snr_per_pixel
+    from gridkit.kernels.rebin import pixel_widths
+
+    from .report import _draw
+
+    values = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+    wl = np.asarray(post.wavelength if wavelength is None else wavelength, dtype=float)
+    snr = np.broadcast_to(np.asarray(snr, dtype=float), (values.shape[0],)).copy()
+    if n_draws < 1 or samples < n_draws:
+        raise ConfigError(f"need 1 <= n_draws <= samples, got n_draws={n_draws}, samples={samples}")
+    keys = np.arange(values.shape[0]) if keys is None else np.asarray(keys)
+    smp, maps = _draw(post, values.astype(np.float32), snr, keys, int(samples), seed)
+    names = list(post.label_names)
+    rng = np.random.default_rng(seed)
+    map_flux = resimulate(generator, maps, names, attrs, wl)
+    band = np.empty((values.shape[0], 3, wl.size))
+    for i in range(values.shape[0]):
+        pick = rng.choice(smp.shape[1], size=n_draws, replace=False)
+        sims = resimulate(generator, smp[i, pick], names, attrs, wl)
+        band[i] = np.nanquantile(sims, [0.16, 0.5, 0.84], axis=0)
+    truth_flux = resimulate(generator, np.asarray(truth, dtype=float), names, attrs, wl) if truth is not None else None
+    conv = convention or str(attrs.get("snr_convention", "per_angstrom"))
+    snr_pix = snr_per_pixel(snr, pixel_widths(wl), conv)  # (S, W)
+    sigma = np.abs(map_flux) / snr_pix
+    return PPCResult(wl, values, snr, sigma, maps, map_flux, band, truth_flux, tuple(names))
+
+
+def plot_ppc(res: PPCResult, path, *, model_ids=None, window: float = 25.0, max_spectra: int = 4) -> Path:
+    """Fig. 7 style: per spectrum (rows) and arm (columns, a `window`-A stretch around the deepest line of the
+    MAP model), the observed flux, the MAP model and the 68 % predictive band; below, the residual flux with
+    the +-1 sigma noise band."""
+    from .report import _pyplot, _save
+    from .saliency import arm_ranges
+
+    plt = _pyplot()
+    wl = res.wavelength
+    arms = arm_ranges(wl)[:3]
+    n = min(res.observed.shape[0], max_spectra)
+    fig = plt.figure(figsize=(5.0 * len(arms), 3.3 * n), constrained_layout=True)
+    outer = fig.add_gridspec(n, len(arms))
+    stats = res.stats()
+    for i in range(n):
+        for k, (arm, lo, hi) in enumerate(arms):
+            inner = outer[i, k].subgridspec(2, 1, height_ratios=(2.2, 1), hspace=0.0)
+            ax, axr = fig.add_subplot(inner[0]), fig.add_subplot(inner[1])
+            m = (wl >= lo) & (wl <= hi)
+            ref = res.map_flux[i].copy()
+            ref[~m] = np.inf
+            centre = wl[int(np.nanargmin(ref))] if np.isfinite(ref).any() else 0.5 * (lo + hi)
+            c0 = float(np.clip(centre - window / 2, lo, max(lo, hi - window)))
+            w = (wl >= c0) & (wl <= c0 + window)
+            ax.fill_between(wl[w], res.band[i, 0, w], res.band[i, 2, w], color="C1", alpha=0.35, lw=0, label="68 % predictive")
+            ax.plot(wl[w], res.observed[i, w], color="k", lw=0.7, label="spectrum")
+            ax.plot(wl[w], res.map_flux[i, w], color="C3", lw=0.8, label="model at MAP")
+            if res.truth_flux is not None:
+                ax.plot(wl[w], res.truth_flux[i, w], color="C2", lw=0.6, ls="--", label="model at truth")
+            ax.tick_params(labelbottom=False, labelsize=7)
+            ax.set_xlim(wl[w][0], wl[w][-1])
+            r = res.observed[i, w] - res.map_flux[i, w]
+            axr.fill_between(wl[w], -res.sigma[i, w], res.sigma[i, w], color="0.8", lw=0)
+            axr.plot(wl[w], r, color="k", lw=0.6)
+            axr.axhline(0, color="C3", lw=0.6)
+            axr.set_xlim(wl[w][0], wl[w][-1])
+            axr.tick_params(labelsize=7)
+            if k == 0:
+                ax.set_ylabel("norm. flux", fontsize=8)
+                axr.set_ylabel("obs − MAP", fontsize=8)
+            if i == n - 1:
+                axr.set_xlabel("wavelength [Å]", fontsize=8)
+            sid = model_ids[i] if model_ids is not None else i
+            ax.set_title(f"spectrum {sid}, S/N {res.snr[i]:g}, {arm}: rms {stats[i]['rms_map']:.4f}, χ²ᵣ {stats[i]['chi2_map']:.2f}", fontsize=8)
+            if i == 0 and k == 0:
+                ax.legend(fontsize=6, loc="lower left")
+    fig.suptitle("Posterior predictive check: spectra re-simulated at the MAP and at posterior draws (cf. Fig. 7)", fontsize=10)
+    return _save(fig, Path(path))

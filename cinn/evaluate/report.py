@@ -1,0 +1,589 @@
+"""`evaluate`: the accuracy and calibration report of a trained cINN on held-out spectra.
+
+For every S/N of a degraded cube `flux(model, snr, wavelength)` and the models of one split (default: the
+test split recorded in the model directory), the posterior of every spectrum is sampled once; from the
+samples come the MAP (the posterior's own estimate, `Posterior.summarize`), the 68 % interval, the SBC
+rank of the truth and whether the truth lies in the central 50/68/90/95 % intervals.
+
+Tables (ECSV with units and a description, and the same as CSV; one row per S/N, column `snr`):
+  residuals       Table A.1 of Ksoll et al. (2026): mean residual <label>_mean and scatter <label>_sigma of MAP - truth
+  nrmse           Table A.2: RMSE / (max - min of the true label over the evaluated set)
+  interval_width  median width of the central 68 % credible interval (Fig. A.2)
+  width_vs_feh    the same in bins of true [Fe/H] (Fig. A.3), columns snr, feh_lo, feh_hi
+  coverage        empirical coverage of central credible intervals, rows (snr, level)
+  sbc             chi-square p-value of uniform SBC ranks per label
+Figures (PNG): fig4_residuals_vs_snr, fig5_map_vs_truth_snr<S>, figA2_width_vs_snr, figA3_width_vs_feh,
+sbc_ranks_snr<S>, coverage, and where asked saliency (Figs. A.4, A.5) and the posterior predictive check
+(Fig. 7). `report.md` prints the tables in the paper's orientation (labels as rows, S/N as columns).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from gridkit.errors import ConfigError, GridError
+from gridkit.schema import label_info
+
+from . import metrics
+
+#: coverage levels of the table; the coverage figure uses a fine grid
+LEVELS = metrics.COVERAGE_LEVELS
+CURVE_LEVELS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
+#: S/N of the paper's headline numbers and of Fig. 5 (per Angstrom)
+REFERENCE_SNR = 250.0
+FEH_EDGES = np.arange(-2.5, 1.01, 0.25)
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class SNRResult:
+    """What the report needs from one S/N: per star (n,) / (n, n_label) arrays."""
+
+    snr: float
+    model: np.ndarray
+    truth: np.ndarray
+    map: np.ndarray
+    q16: np.ndarray
+    q84: np.ndarray
+    ranks: np.ndarray
+    inside: np.ndarray  # (n_level, n, n_label) bool: truth inside the central interval of LEVELS
+    n_samples: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.truth.shape[0])
+
+
+def result_from_samples(snr: float, model, truth, map_, samples, levels: Sequence[float] = LEVELS) -> SNRResult:
+    """An SNRResult from posterior samples (n, n_samples, n_label), point estimates and truths."""
+    s = np.asarray(samples, dtype=np.float64)
+    t = np.asarray(truth, dtype=np.float64)
+    q16, q84 = np.quantile(s, [0.16, 0.84], axis=1)
+    inside = []
+    for level in levels:
+        lo, hi = metrics.central_interval(s, level, axis=1)
+        inside.append((t >= lo) & (t <= hi))
+    return SNRResult(float(snr), np.asarray(model), t, np.asarray(map_, dtype=np.float64), q16, q84,
+                     metrics.sbc_ranks(s, t), np.asarray(inside), int(s.shape[1]))
+
+
+def concat_results(parts: Sequence[SNRResult]) -> SNRResult:
+    """Join the chunks of one S/N."""
+    p0 = parts[0]
+    return SNRResult(p0.snr, *(np.concatenate([getattr(p, k) for p in parts], axis=0) for k in ("model", "truth", "map", "q16", "q84", "ranks")),
+                     np.concatenate([p.inside for p in parts], axis=1), p0.n_samples)
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def _unit(label: str):
+    import astropy.units as u
+
+    units = label_info(label).units
+    try:
+        return u.Unit(units) if units not in ("1", "") else None
+    except ValueError:
+        return None
+
+
+def _table(rows: list[dict], labels: Sequence[str], description: str, per_label: Mapping[str, str] | None = None, units: bool = True):
+    """An astropy Table from rows; label columns get the label's unit where `units` (dimensionless otherwise)."""
+    from astropy.table import Table
+
+    t = Table(rows=rows) if rows else Table()
+    t.meta["description"] = description
+    if per_label:
+        t.meta["columns"] = dict(per_label)
+    if units:
+        for col in t.colnames:
+            base = col.rsplit("_", 1)[0] if col.endswith(("_mean", "_sigma")) else col
+            if base in labels and _unit(base) is not None:
+                t[col].unit = _unit(base)
+    if "snr" in t.colnames:
+        t["snr"].description = "signal-to-noise ratio per Angstrom of the spectra"
+    return t
+
+
+def make_tables(results: Sequence[SNRResult], labels: Sequence[str], levels: Sequence[float] = LEVELS,
+                feh_index: int | None = None, feh_edges=FEH_EDGES) -> dict:
+    """The report's tables (astropy Tables keyed by name) from per-S/N results."""
+    res_rows, nrmse_rows, width_rows, cov_rows, sbc_rows, feh_rows = [], [], [], [], [], []
+    for r in sorted(results, key=lambda r: r.snr):
+        mean, sigma = metrics.residual_stats(r.map, r.truth)
+        row = {"snr": r.snr, "n_star": r.n}
+        for j, lab in enumerate(labels):
+            row[f"{lab}_mean"] = mean[j]
+            row[f"{lab}_sigma"] = sigma[j]
+        res_rows.append(row)
+        nr = metrics.nrmse(r.map, r.truth)
+        nrmse_rows.append({"snr": r.snr, "n_star": r.n, **{lab: nr[j] for j, lab in enumerate(labels)}})
+        width = metrics.interval_width(r.q16, r.q84)
+        width_rows.append({"snr": r.snr, "n_star": r.n, **{lab: float(np.median(width[:, j])) for j, lab in enumerate(labels)}})
+        cov = r.inside.mean(axis=1)
+        for k, level in enumerate(levels):
+            cov_rows.append({"snr": r.snr, "level": float(level), "n_star": r.n,
+                             "binomial_error": float(metrics.coverage_error(level, r.n)),
+                             **{lab: cov[k, j] for j, lab in enumerate(labels)}})
+        chi2, p = metrics.rank_uniformity(r.ranks, r.n_samples)
+        sbc_rows.append({"snr": r.snr, "n_star": r.n, "n_samples": r.n_samples, **{lab: p[j] for j, lab in enumerate(labels)}})
+        if feh_index is not None:
+            med, counts = metrics.binned_median(r.truth[:, feh_index], width, feh_edges)
+            for b in range(len(feh_edges) - 1):
+                if counts[b]:
+                    feh_rows.append({"snr": r.snr, "feh_lo": float(feh_edges[b]), "feh_hi": float(feh_edges[b + 1]), "n_star": int(counts[b]),
+                                     **{lab: med[b, j] for j, lab in enumerate(labels)}})
+    tables = {
+        "residuals": _table(res_rows, labels, "Table A.1 (Ksoll et al. 2026): mean residual <label>_mean and standard deviation <label>_sigma "
+                            "of MAP - truth per S/N over the evaluated spectra"),
+        "nrmse": _table(nrmse_rows, labels, "Table A.2 (Ksoll et al. 2026): normalised RMSE of the MAP, sqrt(mean((MAP - truth)^2)) / "
+                        "(max(truth) - min(truth)) over the evaluated set, per S/N; dimensionless", units=False),
+        "interval_width": _table(width_rows, labels, "Fig. A.2 (Ksoll et al. 2026): median width of the central 68 % credible interval "
+                                 "(84th - 16th percentile of the posterior samples) per S/N"),
+        "coverage": _table(cov_rows, labels, "coverage of central credible intervals: fraction of spectra whose true label lies inside "
+                           "the central `level` interval of its posterior; calibrated = level (binomial_error = 1-sigma noise)", units=False),
+        "sbc": _table(sbc_rows, labels, "simulation-based calibration: chi-square p-value that the rank of the truth among the posterior "
+                      "samples is uniform (Talts et al. 2018); < 0.01 flags a miscalibrated label", units=False),
+    }
+    if feh_index is not None:
+        tables["width_vs_feh"] = _table(feh_rows, labels, "Fig. A.3 (Ksoll et al. 2026): median width of the central 68 % credible "
+                                        "interval in bins of true [Fe/H] [feh_lo, feh_hi) per S/N")
+    return tables
+
+
+def write_tables(tables: Mapping, out_dir: Path) -> dict[str, Path]:
+    """Each table as `<name>.ecsv` (units, description) and `<name>.csv`; returns {name_ext: path}."""
+    import warnings
+
+    out = {}
+    for name, t in tables.items():
+        for ext, fmt in (("ecsv", "ascii.ecsv"), ("csv", "ascii.csv")):
+            path = out_dir / f"{name}.{ext}"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t.write(path, format=fmt, overwrite=True)
+            out[f"{name}_{ext}"] = path
+    return out
+
+
+def _fmt(v: float) -> str:
+    if not np.isfinite(v):
+        return "-"
+    a = abs(v)
+    return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.3f}" if a >= 0.01 else f"{v:.2g}"
+
+
+def markdown_summary(tables: Mapping, labels: Sequence[str], meta: Mapping) -> str:
+    """The tables in the paper's orientation: one row per label, one column per S/N."""
+    lines = [f"# cINN evaluation: model {meta.get('model_id', '?')}", ""]
+    for k in ("cube", "split", "n_star", "n_samples", "seed"):
+        if k in meta:
+            lines.append(f"- {k}: {meta[k]}")
+    lines.append("")
+    res = tables["residuals"]
+    snrs = [float(s) for s in res["snr"]]
+    head = "| label | " + " | ".join(f"S/N {s:g}" for s in snrs) + " |"
+    sep = "|---|" + "---|" * len(snrs)
+
+    def block(title, cell):
+        lines.extend([f"## {title}", "", head, sep])
+        for lab in labels:
+            unit = label_info(lab).units
+            lines.append(f"| {lab} [{unit}] | " + " | ".join(cell(lab, i) for i in range(len(snrs))) + " |")
+        lines.append("")
+
+    block("Mean residual and scatter of MAP - truth, Δ̄ ± σ (Table A.1)", lambda lab, i: f"{_fmt(res[f'{lab}_mean'][i])} ± {_fmt(res[f'{lab}_sigma'][i])}")
+    nr = tables["nrmse"]
+    block("NRMSE (Table A.2)", lambda lab, i: _fmt(nr[lab][i]))
+    wd = tables["interval_width"]
+    block("Median width of the 68 % interval (Fig. A.2)", lambda lab, i: _fmt(wd[lab][i]))
+    cov = tables["coverage"]
+    c68 = cov[np.isclose(cov["level"], 0.68)]
+    if len(c68):
+        block("Coverage of the central 68 % interval (calibrated: 0.68)", lambda lab, i: f"{c68[lab][i]:.3f}")
+    sbc = tables["sbc"]
+    block("SBC rank uniformity, chi-square p-value (< 0.01: miscalibrated)", lambda lab, i: f"{sbc[lab][i]:.2g}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False) if matplotlib.get_backend().lower() != "agg" else None
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _grid(n: int, width: float = 3.0, height: float = 2.4, ncols: int | None = None):
+    plt = _pyplot()
+    ncols = ncols or min(n, 4 if n > 6 else 3 if n > 2 else n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, constrained_layout=True)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()[:n]
+
+
+def _axis_label(lab: str) -> str:
+    info = label_info(lab)
+    unit = "" if info.units in ("1", "") else f" [{info.units}]"
+    return f"{lab}{unit}"
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_residuals_vs_snr(table, labels: Sequence[str], path: Path) -> Path:
+    """Fig. 4: mean residual of MAP - truth (points) with its standard deviation (error bars, band) against S/N."""
+    fig, axes = _grid(len(labels))
+    snr = np.asarray(table["snr"], dtype=float)
+    for ax, lab in zip(axes, labels):
+        m = np.asarray(table[f"{lab}_mean"], dtype=float)
+        s = np.asarray(table[f"{lab}_sigma"], dtype=float)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.fill_between(snr, m - s, m + s, color="C0", alpha=0.2, lw=0)
+        ax.errorbar(snr, m, yerr=s, fmt="o-", ms=3, color="C0", capsize=2)
+        ax.set_xscale("log")
+        ax.set_title(lab, fontsize=9)
+        ax.set_ylabel(f"Δ{_axis_label(lab)}", fontsize=8)
+        ax.set_xlabel("S/N [per Å]", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("MAP − truth: mean Δ̄ (points) ± σ (bars) against S/N (cf. Ksoll et al. 2026, Fig. 4)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_map_vs_truth(result: SNRResult, labels: Sequence[str], path: Path, bins: int = 40) -> Path:
+    """Fig. 5: 2-D histograms of MAP against truth at one S/N, with the 1:1 line."""
+    from matplotlib.colors import LogNorm
+
+    fig, axes = _grid(len(labels), width=2.8, height=2.6)
+    for j, (ax, lab) in enumerate(zip(axes, labels)):
+        t, m = result.truth[:, j], result.map[:, j]
+        ok = np.isfinite(t) & np.isfinite(m)
+        lo = float(np.nanmin(np.r_[t[ok], m[ok]])) if ok.any() else 0.0
+        hi = float(np.nanmax(np.r_[t[ok], m[ok]])) if ok.any() else 1.0
+        if hi <= lo:
+            hi = lo + 1.0
+        pad = 0.03 * (hi - lo)
+        rng = [[lo - pad, hi + pad]] * 2
+        n_bins = int(np.clip(np.sqrt(ok.sum()) * 1.5, 8, bins))
+        h = ax.hist2d(t[ok], m[ok], bins=n_bins, range=rng, cmap="viridis", norm=LogNorm(), cmin=1)
+        ax.plot(rng[0], rng[0], color="r", lw=0.8, ls="--")
+        ax.set_title(lab, fontsize=9)
+        ax.set_xlabel(f"true {_axis_label(lab)}", fontsize=7)
+        ax.set_ylabel(f"MAP {lab}", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.set_aspect("equal")
+    fig.colorbar(h[3], ax=list(axes), shrink=0.35, aspect=25, label="spectra per bin")
+    fig.suptitle(f"MAP against truth at S/N = {result.snr:g} ({result.n} spectra; cf. Fig. 5)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_width_vs_snr(table, labels: Sequence[str], path: Path) -> Path:
+    """Fig. A.2: median 68 % interval width against S/N."""
+    fig, axes = _grid(len(labels))
+    snr = np.asarray(table["snr"], dtype=float)
+    for ax, lab in zip(axes, labels):
+        ax.plot(snr, np.asarray(table[lab], dtype=float), "o-", ms=3, color="C1")
+        ax.set_xscale("log")
+        ax.set_title(lab, fontsize=9)
+        ax.set_ylabel(f"68 % width {_axis_label(lab)}", fontsize=7)
+        ax.set_xlabel("S/N [per Å]", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_ylim(bottom=0)
+    fig.suptitle("Median width of the central 68 % credible interval against S/N (cf. Fig. A.2)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_width_vs_feh(table, labels: Sequence[str], path: Path) -> Path:
+    """Fig. A.3: median 68 % interval width against true [Fe/H], one line per S/N."""
+    plt = _pyplot()
+    fig, axes = _grid(len(labels))
+    snrs = sorted(set(float(s) for s in table["snr"]))
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(snrs), 1)))
+    for ax, lab in zip(axes, labels):
+        for c, s in zip(colors, snrs):
+            sel = np.isclose(np.asarray(table["snr"], dtype=float), s)
+            mid = 0.5 * (np.asarray(table["feh_lo"])[sel] + np.asarray(table["feh_hi"])[sel])
+            ax.plot(mid, np.asarray(table[lab])[sel], "o-", ms=2.5, color=c, label=f"{s:g}")
+        ax.set_title(lab, fontsize=9)
+        ax.set_xlabel("true [Fe/H] [dex]", fontsize=8)
+        ax.set_ylabel(f"68 % width {_axis_label(lab)}", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.set_ylim(bottom=0)
+    axes[0].legend(title="S/N", fontsize=6, title_fontsize=7)
+    fig.suptitle("Median width of the 68 % credible interval against [Fe/H] (cf. Fig. A.3)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_rank_histograms(result: SNRResult, labels: Sequence[str], path: Path, n_bins: int | None = None) -> Path:
+    """SBC rank histograms at one S/N with the 99 % band of a uniform histogram (binomial)."""
+    from scipy import stats
+
+    counts, edges = metrics.rank_histogram(result.ranks, result.n_samples, n_bins)
+    nb = counts.shape[0]
+    p = 1.0 / nb
+    lo, hi = stats.binom.ppf([0.005, 0.995], result.n, p)
+    _, pval = metrics.rank_uniformity(result.ranks, result.n_samples, nb)
+    fig, axes = _grid(len(labels), height=2.2)
+    x = edges / result.n_samples
+    for j, (ax, lab) in enumerate(zip(axes, labels)):
+        ax.fill_between([0, x[-1]], lo, hi, color="0.85", lw=0)
+        ax.axhline(result.n * p, color="0.5", lw=0.8)
+        ax.stairs(counts[:, j], x, color="C0", fill=True, alpha=0.7)
+        ax.set_title(f"{lab}  (p = {pval[j]:.2g})", fontsize=9)
+        ax.set_xlim(0, x[-1])
+        ax.set_xlabel("normalised rank of truth", fontsize=7)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"SBC rank histograms at S/N = {result.snr:g} ({result.n} spectra, {result.n_samples} samples each); "
+                 "grey: 99 % band of a calibrated posterior. ∪ = over-confident, ∩ = under-confident, slope = bias", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_coverage(results: Sequence[SNRResult], labels: Sequence[str], path: Path, levels=CURVE_LEVELS) -> Path:
+    """Expected coverage: empirical against nominal credibility of central intervals per label, one line
+    per S/N, with the diagonal of a calibrated posterior (above: under-confident, below: over-confident)."""
+    plt = _pyplot()
+    fig, axes = _grid(len(labels), width=2.6, height=2.6)
+    rs = sorted(results, key=lambda r: r.snr)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(rs), 1)))
+    lv = np.asarray(levels)
+    for j, (ax, lab) in enumerate(zip(axes, labels)):
+        ax.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls="--")
+        for c, r in zip(colors, rs):
+            cov = metrics.coverage_from_ranks(r.ranks[:, j], r.n_samples, lv)
+            ax.plot(lv, cov, color=c, lw=1.2, label=f"{r.snr:g}")
+        ax.set_title(lab, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("credibility level", fontsize=7)
+        ax.set_ylabel("coverage", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes[0].legend(title="S/N", fontsize=6, title_fontsize=7)
+    fig.suptitle("Expected coverage of central credible intervals (diagonal = calibrated; below = over-confident)", fontsize=10)
+    return _save(fig, path)
+
+
+def make_figures(results: Sequence[SNRResult], tables: Mapping, labels: Sequence[str], out_dir: Path, snr_figure: float) -> dict[str, Path]:
+    """Every figure of the report; `snr_figure` is the S/N of the per-spectrum figures (Fig. 5, SBC)."""
+    out = {}
+    out["fig4_residuals_vs_snr"] = plot_residuals_vs_snr(tables["residuals"], labels, out_dir / "fig4_residuals_vs_snr.png")
+    r = min(results, key=lambda r: abs(math.log(r.snr / snr_figure)))
+    tag = f"{r.snr:g}"
+    out["fig5_map_vs_truth"] = plot_map_vs_truth(r, labels, out_dir / f"fig5_map_vs_truth_snr{tag}.png")
+    out["figA2_width_vs_snr"] = plot_width_vs_snr(tables["interval_width"], labels, out_dir / "figA2_width_vs_snr.png")
+    if "width_vs_feh" in tables and len(tables["width_vs_feh"]):
+        out["figA3_width_vs_feh"] = plot_width_vs_feh(tables["width_vs_feh"], labels, out_dir / "figA3_width_vs_feh.png")
+    out["sbc_ranks"] = plot_rank_histograms(r, labels, out_dir / f"sbc_ranks_snr{tag}.png")
+    out["coverage_figure"] = plot_coverage(results, labels, out_dir / "coverage.png")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def _draw(post, flux: np.ndarray, snr: np.ndarray, keys: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(samples (S, n, d) physical, MAP (S, d)) from one pass of the flow.
+
+    Uses the posterior's fast path (`_sample_flow`, which also returns the flow density) so that the samples
+    and the MAP come from the same draws, with the MAP rule of `Posterior.summarize` (highest flow density
+    among the samples inside the training bounds); a posterior without it is sampled and summarised."""
+    if hasattr(post, "_sample_flow") and hasattr(post, "label_transform") and hasattr(post, "bounds"):
+        values, s, k, _ = post._inputs(flux, snr, keys)
+        y, lq = post._sample_flow(values, s, k, n, seed)
+        phys = post.label_transform.inverse(y)
+        inside = np.all((phys >= post.bounds[:, 0]) & (phys <= post.bounds[:, 1]), axis=-1)
+        lq = np.where(inside, lq, -np.inf)
+        best = np.argmax(lq, axis=1)
+        maps = phys[np.arange(phys.shape[0]), best]
+        maps[~inside.any(axis=1)] = np.nan
+        return phys, maps
+    samples = np.asarray(post.sample(flux, snr, n=n, seed=seed, keys=keys))
+    summ = post.summarize(flux, snr, n=n, seed=seed, keys=keys)
+    maps = np.stack([np.asarray(summ[name].values, dtype=float) for name in post.label_names], axis=1)
+    return samples, maps
+
+
+def _select_models(post, cube, cube_path: Path, split: str | None) -> tuple[np.ndarray, str]:
+    """Positions along `model` of the spectra to evaluate and a description of the choice."""
+    ids = np.asarray(cube["model"].values)
+    if split in (None, "all"):
+        return np.arange(ids.size), "all models of the cube"
+    if split not in ("train", "test", "validation"):
+        raise ConfigError(f"split must be 'test', 'validation', 'train' or 'all', got {split!r}")
+    training = (getattr(post, "meta", {}) or {}).get("training_data", {})
+    same = True
+    if training.get("path"):
+        same = Path(training["path"]).resolve() == Path(cube_path).resolve()
+        if not same and training.get("hash"):
+            try:
+                from cinn.data import open_training_store
+                from cinn.train import data_hash
+
+                same = data_hash(open_training_store(cube_path, post.label_names, "auto")) == training["hash"]
+            except Exception:  # noqa: BLE001 - a cube that cannot be a training store is not the training cube
+                same = False
+    if not same:
+        import warnings
+
+        warnings.warn(f"{cube_path} is not the cube model {post.model_id} was trained on ({training.get('path')}); "
+                      "evaluating all of its models (a separate cube is held out by construction)", stacklevel=3)
+        return np.arange(ids.size), f"all models (the cube is not the training cube {training.get('path')})"
+    from cinn.data import read_split
+
+    wanted = np.asarray(read_split(post.model_dir)[split])
+    pos = np.flatnonzero(np.isin(ids, wanted))
+    if pos.size == 0:
+        raise GridError(f"none of the {wanted.size} '{split}' models of {post.model_dir} is in {cube_path}")
+    return pos, f"{split} split ({pos.size} models)"
+
+
+def _snr_values(cube, snr) -> list[float]:
+    have = np.asarray(cube["snr"].values, dtype=float)
+    if snr is None:
+        return sorted(have.tolist())
+    want = np.atleast_1d(np.asarray(snr, dtype=float))
+    missing = [float(s) for s in want if not np.any(np.isclose(have, s))]
+    if missing:
+        raise ConfigError(f"snr {missing} not in the cube; it has {have.tolist()}")
+    return sorted(float(have[np.argmin(np.abs(have - s))]) for s in want)
+
+
+def evaluate(
+    model_dir,
+    cube_path,
+    out_dir,
+    samples: int = 1024,
+    split: str | None = "test",
+    snr=None,
+    seed: int = 0,
+    *,
+    max_spectra: int | None = None,
+    figure_snr: float = REFERENCE_SNR,
+    saliency: bool = True,
+    saliency_spectra: int = 64,
+    ppc: bool = True,
+    ppc_spectra: int = 4,
+    chunk: int = 256,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict[str, Path]:
+    """Evaluate a trained cINN on the held-out spectra of a degraded cube; write tables and figures.
+
+    model_dir: a model directory from `cinn.train` (or a loaded `Posterior`). cube_path: a cube
+    flux(model, snr, wavelength) on the model's wavelength grid with the true labels along `model`.
+    samples: posterior draws per spectrum (MAP, intervals, SBC ranks, coverage). split: the models of the
+    training split to use ('test', 'validation', 'train'; 'all' or None: every model); a cube other than the
+    training cube is used whole. snr: S/N values of the cube to evaluate (default all). max_spectra: use the
+    first N selected models only. figure_snr: S/N of the per-spectrum figures (Fig. 5, SBC histograms,
+    saliency, PPC; the nearest available). saliency/ppc: add those diagnostics (PPC where the cube's
+    generator is available). Returns {name: path} of everything written (tables as `<name>_ecsv` and
+    `<name>_csv`, figures, `report_md`, `summary_json`).
+    """
+    from gridkit.grid import open_grid
+
+    if not isinstance(samples, (int, np.integer)) or samples < 2:
+        raise ConfigError(f"samples must be an integer >= 2, got {samples!r}")
+    if max_spectra is not None and (not isinstance(max_spectra, (int, np.integer)) or max_spectra < 1):
+        raise ConfigError(f"max_spectra must be a positive integer or None, got {max_spectra!r}")
+    import cinn
+
+    post = model_dir if hasattr(model_dir, "label_names") else cinn.load(model_dir, device=device)
+    cube_path = Path(cube_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cube = open_grid(cube_path, kind="cube")
+    labels = list(post.label_names)
+    missing = [lab for lab in labels if lab not in cube]
+    if missing:
+        raise GridError(f"{cube_path} lacks the true label(s) {', '.join(missing)} of the model")
+    wl = np.asarray(cube["wavelength"].values, dtype=float)
+    if wl.shape != post.wavelength.shape or not np.allclose(wl, post.wavelength, rtol=1e-9, atol=1e-6):
+        raise GridError(f"{cube_path} has a wavelength grid of {wl.size} pixels ({wl[0]:.3f}-{wl[-1]:.3f} A), the model "
+                        f"{post.wavelength.size} ({post.wavelength[0]:.3f}-{post.wavelength[-1]:.3f} A)")
+    pos, split_desc = _select_models(post, cube, cube_path, split)
+    if max_spectra is not None:
+        pos = pos[:max_spectra]
+    snrs = _snr_values(cube, snr)
+    model_ids = np.asarray(cube["model"].values)[pos]
+    truth_all = np.stack([np.asarray(cube[lab].values, dtype=float)[pos] for lab in labels], axis=1)
+    keys = model_ids if np.issubdtype(model_ids.dtype, np.integer) else np.arange(pos.size)
+
+    t0 = time.perf_counter()
+    results: list[SNRResult] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(snrs) * pos.size, disable=not progress, desc="evaluate", unit="spectrum")
+    for s in snrs:
+        parts = []
+        for lo in range(0, pos.size, chunk):
+            sl = pos[lo:lo + chunk]
+            flux = np.asarray(cube.flux.sel(snr=s).isel(model=sl).values, dtype=np.float32)
+            smp, maps = _draw(post, flux, np.full(sl.size, s), keys[lo:lo + chunk], int(samples), seed)
+            parts.append(result_from_samples(s, model_ids[lo:lo + chunk], truth_all[lo:lo + chunk], maps, smp))
+            bar.update(sl.size)
+        results.append(concat_results(parts))
+    bar.close()
+
+    feh_index = labels.index("feh") if "feh" in labels else None
+    tables = make_tables(results, labels, feh_index=feh_index)
+    paths: dict[str, Path] = write_tables(tables, out)
+    paths.update(make_figures(results, tables, labels, out, figure_snr))
+    fig_snr = min(snrs, key=lambda v: abs(math.log(v / figure_snr)))
+    notes = []
+    if saliency:
+        from .saliency import saliency_maps, plot_saliency, write_saliency
+
+        sel = pos[:saliency_spectra]
+        flux = np.asarray(cube.flux.sel(snr=fig_snr).isel(model=sel).values, dtype=np.float32)
+        sal = saliency_maps(post, flux, np.full(sel.size, fig_snr), seed=seed)
+        sal.attrs["snr"] = fig_snr
+        paths["saliency_zarr"] = write_saliency(sal, out / f"saliency_snr{fig_snr:g}.zarr")
+        paths.update(plot_saliency(sal, out, instrument=getattr(post, "instrument", {}), tag=f"snr{fig_snr:g}"))
+    if ppc:
+        from .ppc import generator_from_attrs, posterior_predictive, plot_ppc
+
+        gen, why = generator_from_attrs(cube.attrs)
+        if gen is None:
+            notes.append(f"posterior predictive check skipped: {why}")
+        else:
+            sel = pos[:ppc_spectra]
+            sub = cube.isel(model=sel).sel(snr=fig_snr)
+            res = posterior_predictive(post, sub.flux.values, np.full(sel.size, fig_snr), gen, cube.attrs, wavelength=wl,
+                                       seed=seed, keys=keys[:sel.size], truth=truth_all[:sel.size])
+            paths["ppc_csv"] = res.write_table(out / f"ppc_snr{fig_snr:g}.csv")
+            paths["fig7_ppc"] = plot_ppc(res, out / f"fig7_ppc_snr{fig_snr:g}.png", model_ids=model_ids[:sel.size])
+    meta = {
+        "model_id": getattr(post, "model_id", "?"),
+        "model_dir": str(getattr(post, "model_dir", model_dir)),
+        "cube": str(cube_path),
+        "split": split_desc,
+        "n_star": int(pos.size),
+        "n_samples": int(samples),
+        "seed": int(seed),
+        "snr": snrs,
+        "figure_snr": fig_snr,
+        "labels": labels,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "nrmse_normalisation": "range (max - min) of the true label over the evaluated models",
+        "coverage_68": {lab: float(np.mean(r.inside[list(LEVELS).index(0.68), :, j])) for r in results if r.snr == fig_snr
+                        for j, lab in enumerate(labels)},
+        "notes": notes,
+    }
+    md = markdown_summary(tables, labels, meta)
+    if notes:
+        md += "\n## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    paths["report_md"] = out / "report.md"
+    paths["report_md"].write_text(md)
+    paths["summary_json"] = out / "summary.json"
+    paths["summary_json"].write_text(json.dumps({**meta, "files": {k: str(v) for k, v in paths.items()}}, indent=1))
+    return paths

@@ -1,0 +1,213 @@
+"""Saliency of the cINN (Ksoll et al. 2026, Figs. A.4, A.5): which flux pixels move which label.
+
+For each spectrum, the posterior mean of every label (over `n_latent` fixed latent draws, the same
+draws for the whole computation) is differentiated with respect to every input flux pixel by torch
+autograd through the feature network and the reverse flow. Per spectrum and label the gradient is
+normalised by its largest absolute value over the pixels, so spectra of different labels and S/N weigh
+equally; the median over the spectra of the absolute normalised gradient is the saliency in [0, 1] (1 =
+the pixel that matters most for that spectrum, at every spectrum). The median of the signed normalised
+gradient and the median raw gradient (label units per unit of normalised flux) are kept too.
+
+Plotted per spectrograph arm, one panel per label, with the positions of strong lines of the element the
+label measures marked (from the analytic generator's line list, Gaia-ESO lines; the Balmer lines for all).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from gridkit.errors import ConfigError
+
+#: element whose lines each label mainly reads (Teff, log g, vmic, vbroad: iron lines and the Balmer lines)
+LABEL_ELEMENT = {"teff": "Fe", "logg": "Fe", "feh": "Fe", "vmic": "Fe", "vbroad": "Fe", "c_fe": "C", "n_fe": "N", "mg_fe": "Mg",
+                 "si_fe": "Si", "ca_fe": "Ca", "ti_fe": "Ti", "mn_fe": "Mn", "li_fe": "Li"}
+#: fallback when the line list is unavailable: strong lines in the 4MOST HR green and red arms (air, A)
+KNOWN_LINES = {
+    "H": (6562.80,), "Li": (6707.8,), "Mg": (5167.32, 5172.68, 5183.60, 5528.40, 5711.09), "Si": (5665.55, 5690.43, 5701.10, 6155.13, 6237.32),
+    "Ca": (5588.75, 5857.45, 6102.72, 6122.22, 6162.17, 6439.08, 6717.68), "Ti": (5210.39, 5219.70, 5490.15, 6258.10, 6261.10),
+    "Mn": (5394.67, 5420.36, 5432.55, 6013.51, 6016.64, 6021.82), "Fe": (5232.94, 5269.54, 5328.04, 5371.49, 5405.77, 6136.61, 6191.56,
+    6230.72, 6252.56, 6393.60, 6400.00, 6430.85, 6494.98), "C": (5380.34,), "N": (),
+}
+BALMER = (6562.80, 4861.32, 4340.46, 4101.73)
+
+
+def _torch_inputs(post, flux, snr):
+    import torch
+
+    values, s, _, _ = post._inputs(flux, snr) if hasattr(post, "_inputs") else (np.asarray(flux, np.float32), np.asarray(snr, float), None, None)
+    sc = post.scaler
+    fm = torch.from_numpy(np.asarray(sc.flux_mean, dtype=np.float32))
+    fs = torch.from_numpy(np.asarray(sc.flux_std, dtype=np.float32))
+    xs = torch.from_numpy(sc.snr(s))[:, None]
+    return torch.from_numpy(values), xs, fm, fs
+
+
+def mean_label_gradients(post, flux, snr, *, n_latent: int = 32, seed: int = 0, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients d<label>/d flux of the posterior mean of each label, per spectrum.
+
+    flux (S, n_wave) on the model's grid, snr (S,) per Angstrom. Returns (gradients (S, d, n_wave) in label
+    units per unit flux, posterior means (S, d)). Latents: `n_latent` standard normals from seed (the same
+    for every spectrum), so the gradient is that of a fixed Monte-Carlo estimate of the mean."""
+    import torch
+
+    if n_latent < 1 or batch < 1:
+        raise ConfigError(f"n_latent and batch must be >= 1, got {n_latent}, {batch}")
+    model = post.model
+    lt = post.label_transform
+    values, xs, fm, fs = _torch_inputs(post, flux, snr)
+    S, W = values.shape
+    d = len(post.label_names)
+    gen = torch.Generator().manual_seed(int(seed))
+    z0 = torch.randn(n_latent, d, generator=gen)
+    std = torch.from_numpy(np.asarray(lt.std, dtype=np.float32))
+    mean = torch.from_numpy(np.asarray(lt.mean, dtype=np.float32))
+    log = torch.from_numpy(np.asarray(lt.log, dtype=bool))
+    grads = np.empty((S, d, W), dtype=np.float32)
+    means = np.empty((S, d))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            for lo in range(0, S, batch):
+                hi = min(S, lo + batch)
+                b = hi - lo
+                f = values[lo:hi].clone().requires_grad_(True)
+                cond_in = torch.cat([(f - fm) / fs, xs[lo:hi]], dim=1)
+                c = model.condition(cond_in)
+                c_rep = c[:, None, :].expand(b, n_latent, c.shape[1]).reshape(b * n_latent, -1)
+                z = z0[None].expand(b, n_latent, d).reshape(b * n_latent, d)
+                y, _ = model.flow(z, c=[c_rep], rev=True)
+                pre = y.float().reshape(b, n_latent, d) * std + mean
+                phys = torch.where(log, torch.pow(10.0, torch.where(log, pre, torch.zeros_like(pre))), pre)
+                m = phys.mean(dim=1)  # (b, d)
+                means[lo:hi] = m.detach().double().numpy()
+                for j in range(d):
+                    (g,) = torch.autograd.grad(m[:, j].sum(), f, retain_graph=j < d - 1)
+                    grads[lo:hi, j] = g.numpy()
+    finally:
+        model.train(was_training)
+    return grads, means
+
+
+def normalise(grads: np.ndarray) -> np.ndarray:
+    """Gradients (S, d, n_wave) divided by their largest absolute value over the pixels (per spectrum, label)."""
+    peak = np.max(np.abs(grads), axis=-1, keepdims=True)
+    return np.divide(grads, peak, out=np.zeros_like(grads), where=peak > 0)
+
+
+def saliency_maps(post, flux, snr, *, n_latent: int = 32, seed: int = 0, batch: int = 8) -> xr.Dataset:
+    """Median normalised gradients of the posterior-mean labels over the spectra given.
+
+    Returns a Dataset on (label, wavelength): `saliency` = median |normalised gradient| in [0, 1],
+    `saliency_signed` = median normalised gradient, `gradient` = median raw gradient (label units per unit flux).
+    """
+    grads, _ = mean_label_gradients(post, flux, snr, n_latent=n_latent, seed=seed, batch=batch)
+    gn = normalise(grads)
+    labels = list(post.label_names)
+    return xr.Dataset(
+        {
+            "saliency": (("label", "wavelength"), np.median(np.abs(gn), axis=0).astype(np.float32),
+                         {"long_name": "median over spectra of |d<label>/dflux| / max over pixels", "units": "1"}),
+            "saliency_signed": (("label", "wavelength"), np.median(gn, axis=0).astype(np.float32),
+                                {"long_name": "median over spectra of (d<label>/dflux) / max over pixels of |d<label>/dflux|", "units": "1"}),
+            "gradient": (("label", "wavelength"), np.median(grads, axis=0).astype(np.float32),
+                         {"long_name": "median over spectra of d<label>/dflux (label units per unit normalised flux)"}),
+        },
+        coords={"label": labels, "wavelength": ("wavelength", np.asarray(post.wavelength, dtype=float), {"units": "Angstrom"})},
+        attrs={"n_spectra": int(grads.shape[0]), "n_latent": int(n_latent), "seed": int(seed), "model_id": str(getattr(post, "model_id", "")),
+               "method": "torch autograd of the posterior mean (fixed latents) through the feature network and the reverse flow"},
+    )
+
+
+def write_saliency(ds: xr.Dataset, path) -> Path:
+    path = Path(path)
+    ds.to_zarr(path, mode="w", consolidated=False)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- line positions
+def line_positions(wl_min: float, wl_max: float, element: str, n: int = 8) -> list[float]:
+    """Wavelengths (air, A) of the `n` strongest lines of `element` in [wl_min, wl_max] for a solar-type star,
+    from the analytic generator's line list (Gaia-ESO lines); known strong lines if it is unavailable."""
+    try:
+        from gridkit.synth.analytic import MASS, line_centre_strength
+        from gridkit.synth.linelist import SOLAR_ABUNDANCES, load_lines
+
+        lines = load_lines()
+        sel = (lines["element"] == element) & (lines["wavelength"] >= wl_min) & (lines["wavelength"] <= wl_max)
+        if not sel.any():
+            return []
+        z, a_sun, chi_ion = SOLAR_ABUNDANCES[element]
+        strength = line_centre_strength(lines["wavelength"][sel], lines["chi_low"][sel], lines["loggf"][sel], lines["ion"][sel],
+                                        np.full(sel.sum(), a_sun), np.full(sel.sum(), chi_ion), None, 5777.0, 4.44, 0.0, 1.0,
+                                        masses=np.full(sel.sum(), MASS[element]))
+        order = np.argsort(strength)[::-1][:n]
+        return sorted(float(w) for w in lines["wavelength"][sel][order])
+    except Exception:  # noqa: BLE001 - any problem with the line list: fall back to the hand-made table
+        return [w for w in KNOWN_LINES.get(element, ()) if wl_min <= w <= wl_max][:n]
+
+
+def arm_ranges(wavelength: np.ndarray, instrument: Mapping | None = None) -> list[tuple[str, float, float]]:
+    """(name, lo, hi) of each arm covered by `wavelength`: from the instrument the model was trained for where
+    registered, else from gaps in the wavelength grid (a step > 10 median steps starts a new arm)."""
+    wl = np.asarray(wavelength, dtype=float)
+    instrument = dict(instrument or {})
+    try:
+        from gridkit import instruments
+
+        inst = instruments.get(instrument.get("instrument"))
+        arms = instrument.get("arms")
+        chosen = inst.select(arms if not isinstance(arms, list) else [str(a) for a in arms])
+        out = [(a.name, a.wl_min, a.wl_max) for a in chosen if np.any((wl >= a.wl_min) & (wl <= a.wl_max))]
+        if out:
+            return out
+    except Exception:  # noqa: BLE001 - unknown or missing instrument: infer from the grid
+        pass
+    steps = np.diff(wl)
+    breaks = np.flatnonzero(steps > 10 * np.median(steps))
+    starts = np.r_[0, breaks + 1]
+    ends = np.r_[breaks, wl.size - 1]
+    return [(f"arm{i + 1}" if len(starts) > 1 else "all", float(wl[a]), float(wl[b])) for i, (a, b) in enumerate(zip(starts, ends))]
+
+
+def plot_saliency(ds: xr.Dataset, out_dir, *, instrument: Mapping | None = None, tag: str = "", labels: Sequence[str] | None = None,
+                  n_lines: int = 8) -> dict[str, Path]:
+    """One figure per arm (`figA4_saliency_<arm>[_tag].png`): per label the median |normalised gradient|
+    against wavelength, strong lines of the label's element marked (red ticks), Balmer lines (blue)."""
+    from .report import _pyplot, _save
+
+    plt = _pyplot()
+    out_dir = Path(out_dir)
+    labels = list(labels or ds["label"].values.tolist())
+    wl = np.asarray(ds["wavelength"].values, dtype=float)
+    paths = {}
+    for arm, lo, hi in arm_ranges(wl, instrument):
+        m = (wl >= lo) & (wl <= hi)
+        fig, axes = plt.subplots(len(labels), 1, figsize=(14, 0.95 * len(labels) + 1.0), sharex=True, constrained_layout=True)
+        axes = np.atleast_1d(axes)
+        for ax, lab in zip(axes, labels):
+            y = np.asarray(ds["saliency"].sel(label=lab).values)[m]
+            ax.plot(wl[m], y, color="k", lw=0.5)
+            top = max(float(np.nanmax(y)) if y.size else 1.0, 1e-3)
+            el = LABEL_ELEMENT.get(lab)
+            for w in line_positions(lo, hi, el, n_lines) if el else []:
+                ax.axvline(w, ymin=0.82, ymax=1.0, color="C3", lw=1.0)
+            for w in BALMER:
+                if lo <= w <= hi:
+                    ax.axvline(w, color="C0", lw=0.8, alpha=0.5)
+            ax.set_ylim(0, top * 1.15)
+            ax.set_xlim(wl[m][0], wl[m][-1])
+            ax.text(0.002, 0.85, f"{lab}" + (f"  ({el} lines)" if el else ""), transform=ax.transAxes, fontsize=8, va="top",
+                    bbox=dict(facecolor="white", alpha=0.7, lw=0))
+            ax.tick_params(labelsize=7)
+        axes[-1].set_xlabel("wavelength [Å]")
+        fig.supylabel("median |∂label/∂flux| / max", fontsize=9)
+        fig.suptitle(f"Saliency, {arm} arm ({lo:.0f}-{hi:.0f} Å), {ds.attrs.get('n_spectra', '?')} spectra"
+                     + (f" at S/N {ds.attrs['snr']:g}" if "snr" in ds.attrs else "")
+                     + "; red ticks: strongest lines of the label's element, blue: Balmer (cf. Figs. A.4, A.5)", fontsize=10)
+        name = f"figA4_saliency_{arm}" + (f"_{tag}" if tag else "")
+        paths[f"saliency_{arm}"] = _save(fig, out_dir / f"{name}.png")
+    return paths

@@ -1,0 +1,254 @@
+"""The posterior API: `load(model_dir)` -> Posterior with sample / log_prob / summarize.
+
+Reproducibility across chunking: the latent draws of spectrum j are `rng_for(seed, keys[j])`
+standard normals (keys default to 0..n_spec-1), generated per spectrum, so a survey processed in any
+chunking and batch size gives identical samples, MAPs and quantiles.
+
+MAP rule (the published one, the default): among the n samples inside the training bounds, the one of
+highest posterior density under the flow, log q(x|y) = log N(z) - log|det dx/dz|, computed by the reverse
+pass itself (the flow's log-determinant) in the flow's (standardized, log10 Teff/vbroad) space.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from gridkit.errors import GridError
+from gridkit.schema import STAR, WAVELENGTH, label_attrs
+from gridkit.store import rng_for
+
+from . import checkpoint as ck
+from .config import CINNConfig
+from .model import CINN, FastReverse, log_normal
+from .transforms import InputScaler, LabelTransform
+
+QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
+DEFAULT_MEMORY_CAP = 1 << 30  # bytes of activations per batch of samples
+
+
+class Posterior:
+    """A trained cINN ready for inference (see `load`)."""
+
+    def __init__(self, model: CINN, meta: dict, extras: dict, model_dir: Path):
+        self.model = model.eval()
+        self.meta = meta
+        self.model_dir = Path(model_dir)
+        self.label_names: tuple[str, ...] = tuple(meta["label_names"])
+        self.wavelength: np.ndarray = np.asarray(extras["wavelength"], dtype=np.float64)
+        self.model_id: str = str(meta["model_id"])
+        self.label_transform = LabelTransform.from_json(meta["label_transform"])
+        sc = meta["input_scaler"]
+        self.scaler = InputScaler(extras["flux_mean"], extras["flux_std"], float(sc["logsnr_mean"]), float(sc["logsnr_std"]))
+        self.bounds = np.array([meta["bounds"][n] for n in self.label_names], dtype=np.float64)  # (d, 2)
+        self.instrument = meta.get("instrument", {})
+        self.device = torch.device("cpu")
+        self.memory_cap = DEFAULT_MEMORY_CAP
+        self._fast = FastReverse(self.model)
+
+    def __repr__(self) -> str:
+        return f"Posterior(model_id={self.model_id!r}, labels={len(self.label_names)}, n_wave={self.wavelength.size}, device={self.device})"
+
+    def to(self, device) -> "Posterior":
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self._fast = FastReverse(self.model)
+        return self
+
+    # -- input checks ---------------------------------------------------------------------------
+    def _inputs(self, flux, snr, keys=None):
+        dim = STAR
+        if isinstance(flux, xr.DataArray):
+            if flux.ndim == 1:
+                flux = flux.expand_dims(STAR)
+            if flux.ndim != 2 or WAVELENGTH not in flux.dims:
+                raise GridError(f"flux must have dims (star|model, wavelength), got {flux.dims}")
+            flux = flux.transpose(..., WAVELENGTH)
+            dim = str(flux.dims[0])
+            if WAVELENGTH in flux.coords:
+                self._check_wavelength(np.asarray(flux[WAVELENGTH].values, dtype=np.float64))
+            values = np.asarray(flux.values, dtype=np.float32)
+        else:
+            values = np.asarray(flux, dtype=np.float32)
+            if values.ndim == 1:
+                values = values[None, :]
+        if values.ndim != 2:
+            raise GridError(f"flux must be 2-D (n_spectra, n_wavelength), got shape {values.shape}")
+        if values.shape[1] != self.wavelength.size:
+            raise GridError(f"flux has {values.shape[1]} pixels but the model's wavelength grid has {self.wavelength.size} "
+                            f"({self.wavelength[0]:.3f}-{self.wavelength[-1]:.3f} A); put the spectra on the model's grid "
+                            "with `gridkit fourmostify` (gridkit.fourmostify)")
+        bad = ~np.isfinite(values)
+        if bad.any():
+            rows = np.flatnonzero(bad.any(axis=1))
+            raise GridError(f"flux has NaN/inf in {rows.size} spectrum/spectra (first: row {int(rows[0])}, "
+                            f"pixel {int(np.flatnonzero(bad[rows[0]])[0])}); mask or interpolate bad pixels first")
+        s = np.asarray(snr.values if isinstance(snr, xr.DataArray) else snr, dtype=np.float64).reshape(-1)
+        if s.size == 1 and values.shape[0] > 1:
+            s = np.full(values.shape[0], s[0])
+        if s.shape != (values.shape[0],):
+            raise GridError(f"snr must have one value per spectrum ({values.shape[0]}), got shape {s.shape}")
+        if not np.all(np.isfinite(s)) or np.any(s <= 0):
+            i = int(np.flatnonzero(~(np.isfinite(s) & (s > 0)))[0])
+            raise GridError(f"snr must be finite and > 0 (per Angstrom); snr[{i}] = {s[i]}")
+        k = np.arange(values.shape[0]) if keys is None else np.asarray(keys).reshape(-1)
+        if k.shape != (values.shape[0],):
+            raise GridError(f"keys must have one integer per spectrum ({values.shape[0]}), got shape {k.shape}")
+        return values, s, k.astype(np.int64), dim
+
+    def _check_wavelength(self, wl: np.ndarray) -> None:
+        if wl.shape != self.wavelength.shape or not np.allclose(wl, self.wavelength, rtol=1e-9, atol=1e-6):
+            raise GridError(f"the spectra's wavelength grid ({wl.size} pixels, {wl[0]:.3f}-{wl[-1]:.3f} A) differs from the model's "
+                            f"({self.wavelength.size} pixels, {self.wavelength[0]:.3f}-{self.wavelength[-1]:.3f} A); "
+                            "resample with `gridkit fourmostify` (gridkit.fourmostify) first")
+
+    # -- core ------------------------------------------------------------------------------------
+    def _spectra_per_batch(self, n: int) -> int:
+        cfg: CINNConfig = self.model.config
+        per_sample = 4 * (4 * cfg.subnet_width + 8 * len(self.label_names))
+        return max(1, int(self.memory_cap // max(per_sample * n, 1)))
+
+    @torch.inference_mode()
+    def _conditions(self, values: np.ndarray, snr: np.ndarray) -> torch.Tensor:
+        cond_in = torch.from_numpy(self.scaler.condition_input(values, snr)).to(self.device)
+        out = []
+        for i in range(0, cond_in.shape[0], 4096):
+            out.append(self.model.condition(cond_in[i:i + 4096]))
+        return torch.cat(out)
+
+    def _latents(self, keys: np.ndarray, n: int, seed: int) -> np.ndarray:
+        d = len(self.label_names)
+        return np.stack([rng_for(seed, int(k)).standard_normal((n, d), dtype=np.float32) for k in keys])
+
+    @torch.inference_mode()
+    def _sample_flow(self, values, snr, keys, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(y (S, n, d) in flow space, log q (S, n)) via the fast path, batched under the memory cap."""
+        c = self._conditions(values, snr)
+        S, d = values.shape[0], len(self.label_names)
+        ys = np.empty((S, n, d), dtype=np.float32)
+        lq = np.empty((S, n), dtype=np.float32)
+        per = self._spectra_per_batch(n)
+        for lo in range(0, S, per):
+            hi = min(S, lo + per)
+            z = torch.from_numpy(self._latents(keys[lo:hi], n, seed)).to(self.device)
+            y, logdet = self._fast.reverse(z, c[lo:hi])
+            logq = log_normal(z.reshape(-1, d)).reshape(hi - lo, n) - logdet
+            ys[lo:hi] = y.cpu().numpy()
+            lq[lo:hi] = logq.cpu().numpy()
+        return ys, lq
+
+    # -- public ----------------------------------------------------------------------------------
+    def sample(self, flux, snr, n: int = 4096, seed: int = 0, keys=None) -> np.ndarray:
+        """Posterior samples (n_spec, n, n_labels) in physical units (float64)."""
+        values, s, k, _ = self._inputs(flux, snr, keys)
+        n = _check_n(n)
+        y, _ = self._sample_flow(values, s, k, n, seed)
+        return self.label_transform.inverse(y)
+
+    @torch.inference_mode()
+    def log_prob(self, labels, flux, snr) -> np.ndarray:
+        """log p(labels | flux, snr) in physical units (per unit of each label), shape labels.shape[:-1].
+
+        labels: (n_spec, n_labels) or (n_spec, m, n_labels) physical values (log labels must be > log_floor).
+        """
+        values, s, _, _ = self._inputs(flux, snr)
+        lab = np.asarray(labels, dtype=np.float64)
+        d = len(self.label_names)
+        if lab.shape[-1] != d or lab.ndim not in (2, 3) or lab.shape[0] != values.shape[0]:
+            raise GridError(f"labels must have shape (n_spec={values.shape[0]}, [m,] {d}), got {lab.shape}")
+        squeeze = lab.ndim == 2
+        lab3 = lab[:, None, :] if squeeze else lab
+        m = lab3.shape[1]
+        y = torch.from_numpy(self.label_transform.forward(lab3).astype(np.float32)).to(self.device)
+        c = self._conditions(values, s)
+        cond = c[:, None, :].expand(-1, m, -1).reshape(-1, c.shape[1])
+        z, logdet = self.model.flow(y.reshape(-1, d), c=[cond])
+        lp = (log_normal(z) + logdet.float()).cpu().numpy().astype(np.float64).reshape(values.shape[0], m)
+        lp = lp + self.label_transform.log_abs_det_forward(lab3)
+        return lp[:, 0] if squeeze else lp
+
+    def summarize(self, flux, snr, n: int = 4096, seed: int = 0, keys=None) -> xr.Dataset:
+        """MAP, quantiles, f_reject and flag_extrapolated per spectrum (see the module docstring)."""
+        values, s, k, dim = self._inputs(flux, snr, keys)
+        n = _check_n(n)
+        S, d = values.shape[0], len(self.label_names)
+        maps = np.full((S, d), np.nan)
+        quants = np.full((S, d, len(QUANTILES)), np.nan)
+        f_reject = np.zeros(S)
+        per = max(1, self._spectra_per_batch(n))
+        for lo in range(0, S, per):  # bound host memory too: summarise a batch before sampling the next
+            hi = min(S, lo + per)
+            y, lq = self._sample_flow(values[lo:hi], s[lo:hi], k[lo:hi], n, seed)
+            phys = self.label_transform.inverse(y)  # (b, n, d)
+            inside = np.all((phys >= self.bounds[:, 0]) & (phys <= self.bounds[:, 1]), axis=-1)
+            f_reject[lo:hi] = 1.0 - inside.mean(axis=1)
+            for j in range(hi - lo):
+                keep = inside[j]
+                if not keep.any():
+                    continue
+                pj = phys[j][keep]
+                maps[lo + j] = pj[int(np.argmax(lq[j][keep]))]
+                quants[lo + j] = np.quantile(pj, QUANTILES, axis=0).T
+        return self._dataset(maps, quants, f_reject, dim, flux)
+
+    def _dataset(self, maps, quants, f_reject, dim, flux) -> xr.Dataset:
+        coords = {"quantile": ("quantile", np.array(QUANTILES), {"long_name": "posterior quantile"})}
+        if isinstance(flux, xr.DataArray) and dim in flux.coords:
+            coords[dim] = flux[dim].values
+        data = {}
+        for i, name in enumerate(self.label_names):
+            attrs = {**label_attrs(name), "description": "maximum a posteriori (sample of highest flow density)"}
+            data[name] = ((dim,), maps[:, i], attrs)
+            data[f"{name}_quantiles"] = ((dim, "quantile"), quants[:, i, :], {**label_attrs(name), "description": "posterior quantiles"})
+        data["f_reject"] = ((dim,), f_reject, {"units": "1", "long_name": "fraction of posterior samples outside the training label bounds"})
+        data["flag_extrapolated"] = ((dim,), f_reject > 0.5, {"long_name": "more than half of the samples outside the training bounds"})
+        return xr.Dataset(data, coords=coords, attrs={"model_id": self.model_id})
+
+
+def _check_n(n) -> int:
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise GridError(f"n (samples per spectrum) must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def load(model_dir, device: str | torch.device = "cpu") -> Posterior:
+    """Load a model directory written by `cinn.train` (no pickles: safetensors + JSON, integrity-checked)."""
+    meta, state, extras = ck.read_model(model_dir)
+    try:
+        cfg = CINNConfig.from_dict(meta["config"])
+    except Exception as exc:  # noqa: BLE001
+        raise ck.ModelDirError(f"{Path(model_dir) / ck.MODEL_JSON} holds an invalid config: {exc}") from exc
+    n_wave = int(meta.get("n_wave", extras["wavelength"].size))
+    model = CINN(cfg, n_wave)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ck.ModelDirError(f"{Path(model_dir) / ck.MODEL_WEIGHTS} does not match the config in model.json: {exc}") from exc
+    return Posterior(model, meta, extras, Path(model_dir)).to(device)
+
+
+def reference_summarize(post: Posterior, flux, snr, n: int = 4096, seed: int = 0, keys=None) -> tuple[np.ndarray, np.ndarray]:
+    """The straightforward approach, for benchmarks and tests: FrEIA's reverse pass spectrum by spectrum with the
+    condition repeated n times. Returns (MAP (S, d) physical, log q (S, n))."""
+    values, s, k, _ = post._inputs(flux, snr, keys)
+    d = len(post.label_names)
+    maps = np.full((values.shape[0], d), np.nan)
+    lqs = np.empty((values.shape[0], n), dtype=np.float32)
+    with torch.inference_mode():
+        for j in range(values.shape[0]):
+            cond_in = torch.from_numpy(post.scaler.condition_input(values[j:j + 1], s[j:j + 1])).to(post.device)
+            c = post.model.condition(cond_in).repeat(n, 1)
+            z = torch.from_numpy(rng_for(seed, int(k[j])).standard_normal((n, d), dtype=np.float32)).to(post.device)
+            y, logdet = post.model.flow(z, c=[c], rev=True)
+            lq = (log_normal(z) - logdet).cpu().numpy()
+            phys = post.label_transform.inverse(y.cpu().numpy())
+            inside = np.all((phys >= post.bounds[:, 0]) & (phys <= post.bounds[:, 1]), axis=-1)
+            lqs[j] = lq
+            if inside.any():
+                maps[j] = phys[inside][int(np.argmax(lq[inside]))]
+    return maps, lqs
+
+
+__all__ = ["Posterior", "load", "QUANTILES", "reference_summarize"]

@@ -1,0 +1,449 @@
+"""Survey inference: a survey store -> a catalog store, chunk by chunk, restartable and deterministic.
+
+`infer` writes the catalog's template up front (star_id, snr and the survey's per-star columns in full; the
+posterior summaries as placeholders), then one task per chunk of stars computes `Posterior.summarize` for
+its stars and writes its own aligned region through `gridkit.store` (completion record, resume, refusal to
+mix). The draws of star j depend only on (seed, j) (`keys` = the star's index in the survey), so any
+chunking, any worker and any resume give the same catalog.
+
+The model is loaded once per worker process (a module-level cache keyed by model dir and model id), never
+shipped with the tasks: a task carries the model dir path and the expected model id only. On a Dask
+cluster whose workers declare the resource `GPU` (`dask worker --resources GPU=1`, one worker per GPU), the
+tasks ask for `GPU=1` and the model runs on CUDA; otherwise on CPU.
+
+`mock_survey` turns a degraded cube (or a noiseless grid) into a survey that keeps the true labels as
+`true_<label>` columns, for evaluation: by default the test split of a model directory.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+import shlex
+import sys
+import threading
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import xarray as xr
+
+from gridkit import store as _store
+from gridkit.errors import ConfigError, GridError, StoreError
+from gridkit.schema import STAR, WAVELENGTH, label_attrs
+
+QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
+DEFAULT_CHUNK = 1024
+OUTPUT_DTYPE = np.float32
+
+# -- per-process caches (one model per worker process) ---------------------------------------------
+_LOCK = threading.Lock()
+_POSTERIORS: dict = {}
+_SURVEYS: dict = {}
+LOADS = {"count": 0}  # how many times this process loaded a model (tests check "once per worker")
+
+
+def default_loader(model_dir):
+    import cinn
+
+    return cinn.load(model_dir)
+
+
+def _worker_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return "cuda"  # local threads on a machine with a GPU
+    return "cuda" if worker.state.total_resources.get("GPU", 0) > 0 else "cpu"
+
+
+def cached_posterior(model_dir, model_id: str, loader: Callable | None = None, device: str = "auto"):
+    """The Posterior of `model_dir` for this process, loaded on first use; refuses a model dir whose model
+    id changed since the job started."""
+    device = _worker_device(device)
+    key = (str(Path(model_dir).resolve()), model_id, device)
+    with _LOCK:
+        post = _POSTERIORS.get(key)
+        if post is None:
+            post = (loader or default_loader)(model_dir)
+            if str(post.model_id) != str(model_id):
+                raise StoreError(f"model_dir {model_dir} now holds model {post.model_id}, but this job started with {model_id}; refusing to mix models")
+            if device != "cpu":
+                post.to(device)
+            _limit_threads()
+            _POSTERIORS[key] = post
+            LOADS["count"] += 1
+    return post
+
+
+def _limit_threads() -> None:
+    """On a Dask worker, let torch use the worker's threads only (several workers share the cores)."""
+    try:
+        import torch
+        from distributed import get_worker
+
+        torch.set_num_threads(max(1, int(get_worker().state.nthreads)))
+    except (ImportError, ValueError):
+        pass
+
+
+def _survey(path) -> xr.Dataset:
+    key = str(Path(path).resolve())
+    with _LOCK:
+        ds = _SURVEYS.get(key)
+        if ds is None:
+            ds = xr.open_zarr(key, consolidated=False, chunks=None)  # lazily indexed: a task reads its rows only
+            _SURVEYS[key] = ds
+    return ds
+
+
+class InferChunk:
+    """make_region of `infer`: the posterior summaries of one chunk of stars. Small and picklable."""
+
+    def __init__(self, model_dir, model_id, survey_path, samples, seed, label_names, loader=None, device="auto"):
+        self.model_dir, self.model_id, self.survey_path = str(model_dir), str(model_id), str(survey_path)
+        self.samples, self.seed, self.label_names = int(samples), int(seed), tuple(label_names)
+        self.loader, self.device = loader, device
+
+    def __call__(self, i: int, sl: slice) -> xr.Dataset:
+        post = cached_posterior(self.model_dir, self.model_id, self.loader, self.device)
+        survey = _survey(self.survey_path)
+        flux = np.asarray(survey["flux"].isel({STAR: sl}).values, dtype=np.float32)
+        snr = np.asarray(survey["snr"].isel({STAR: sl}).values, dtype=np.float64)
+        keys = np.arange(sl.start, sl.stop, dtype=np.int64)  # the star's index in the survey: chunking-independent draws
+        summary = post.summarize(flux, snr, n=self.samples, seed=self.seed, keys=keys)
+        out = {}
+        for name in self.label_names:
+            out[name] = ((STAR,), np.asarray(summary[name].values, dtype=OUTPUT_DTYPE))
+            q = summary[f"{name}_quantiles"].transpose(..., "quantile")
+            out[f"{name}_quantiles"] = ((STAR, "quantile"), np.asarray(q.values, dtype=OUTPUT_DTYPE))
+        out["f_reject"] = ((STAR,), np.asarray(summary["f_reject"].values, dtype=OUTPUT_DTYPE))
+        out["flag_extrapolated"] = ((STAR,), np.asarray(summary["flag_extrapolated"].values, dtype=bool))
+        return xr.Dataset(out, coords={STAR: np.arange(sl.start, sl.stop)})
+
+
+# -- validation ----------------------------------------------------------------------------------
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def open_survey(path) -> xr.Dataset:
+    """Open and validate a survey store (flux(star, wavelength), snr(star), unique star_id(star))."""
+    from gridkit.grid import open_grid
+
+    path = Path(path)
+    if not path.exists():
+        raise GridError(f"survey_path {path} does not exist")
+    ds = open_grid(path, kind="survey")
+    if ds["snr"].dims != (STAR,) or ds["star_id"].dims != (STAR,):
+        raise GridError(f"survey {path}: snr and star_id must be 1-D along 'star', got {ds['snr'].dims} and {ds['star_id'].dims}")
+    return ds
+
+
+def _check_wavelength(survey: xr.Dataset, post, survey_path, model_dir) -> None:
+    wl = np.asarray(survey[WAVELENGTH].values, dtype=np.float64)
+    mw = np.asarray(post.wavelength, dtype=np.float64)
+    if wl.shape != mw.shape or not np.allclose(wl, mw, rtol=1e-9, atol=1e-6):
+        raise GridError(
+            f"survey {survey_path} is not on the wavelength grid of model_dir {model_dir}: survey has {wl.size} pixels "
+            f"{wl[0]:.3f}-{wl[-1]:.3f} A, the model {mw.size} pixels {mw[0]:.3f}-{mw[-1]:.3f} A; "
+            "put the spectra on the model's grid with `gridkit fourmostify` first"
+        )
+
+
+def _passthrough(survey: xr.Dataset, reserved: set[str]) -> dict[str, xr.Variable]:
+    out = {}
+    for name, var in survey.variables.items():
+        name = str(name)
+        if name in (STAR, WAVELENGTH, "flux") or var.dims != (STAR,):
+            continue
+        if name in reserved and name not in ("star_id", "snr"):
+            raise GridError(f"survey column {name!r} has the name of a catalog output; rename it in the survey")
+        values = var.values
+        if values.dtype.kind in "OUST" or str(values.dtype).startswith("StringDType"):
+            values = _as_object_str(values)
+        attrs = dict(var.attrs)
+        attrs.setdefault("long_name", _DEFAULT_LONG.get(name, name))
+        attrs.setdefault("units", _DEFAULT_UNITS.get(name, "1"))
+        out[name] = xr.Variable((STAR,), values, attrs)
+    return out
+
+
+_DEFAULT_LONG = {"star_id": "star identifier (from the survey)", "snr": "signal-to-noise ratio per Angstrom of the input spectrum",
+                 "ra": "right ascension", "dec": "declination"}
+_DEFAULT_UNITS = {"ra": "deg", "dec": "deg"}
+
+
+def _as_object_str(values) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind == "T":
+        arr = arr.astype(object)
+    return np.array([str(x) for x in arr.tolist()], dtype=object)
+
+
+def survey_identity(survey: xr.Dataset, survey_path) -> dict:
+    """What identifies a survey for the fingerprint: its stars, S/N, wavelengths (and its own store record)."""
+    h = hashlib.sha256()
+    for part in (_as_object_str(survey["star_id"].values).tolist(), np.asarray(survey["snr"].values, dtype=np.float64).tobytes(),
+                 np.asarray(survey[WAVELENGTH].values, dtype=np.float64).tobytes()):
+        h.update(part if isinstance(part, bytes) else "\x00".join(part).encode())
+    ident = {"n_star": int(survey.sizes[STAR]), "content": h.hexdigest()}
+    try:
+        ident["store_fingerprint"] = _store.open_region_store(survey_path).fingerprint
+    except StoreError:
+        pass
+    return ident
+
+
+def _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, command) -> xr.Dataset:
+    import dask.array as da
+
+    import gridkit
+
+    labels = tuple(post.label_names)
+    reserved = set(labels) | {f"{x}_quantiles" for x in labels} | {"f_reject", "flag_extrapolated", "quantile"}
+    data = {}
+    for name in labels:
+        attrs = label_attrs(name)
+        data[name] = xr.Variable((STAR,), da.zeros(n, dtype=OUTPUT_DTYPE, chunks=chunk),
+                                 {**attrs, "long_name": f"{attrs['long_name']} (maximum a posteriori)"})
+        data[f"{name}_quantiles"] = xr.Variable((STAR, "quantile"), da.zeros((n, len(QUANTILES)), dtype=OUTPUT_DTYPE, chunks=(chunk, -1)),
+                                                {**attrs, "long_name": f"{attrs['long_name']}, posterior quantiles"})
+    data["f_reject"] = xr.Variable((STAR,), da.zeros(n, dtype=OUTPUT_DTYPE, chunks=chunk),
+                                   {"units": "1", "long_name": "fraction of posterior samples outside the training label bounds"})
+    data["flag_extrapolated"] = xr.Variable((STAR,), da.zeros(n, dtype=bool, chunks=chunk),
+                                            {"units": "1", "long_name": "more than half of the posterior samples outside the training label bounds"})
+    data.update(_passthrough(survey, reserved))
+    attrs = {
+        "title": "gridkit stellar-label catalog",
+        "Conventions": "CF-1.10",
+        "model_id": str(post.model_id),
+        "model_hash": str(post.model_id),
+        "model_dir": str(Path(model_dir).resolve()),
+        "survey": str(Path(survey_path).resolve()),
+        "gridkit_version": gridkit.__version__,
+        "date_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+        "samples": int(samples),
+        "seed": int(seed),
+        "chunk": int(chunk),
+        "label_names": list(labels),
+        "map_estimate": "posterior sample of highest flow density among the samples inside the training bounds",
+        "history": "gridkit infer",
+    }
+    return xr.Dataset(
+        data,
+        coords={STAR: (STAR, np.arange(n), {"long_name": "row in the survey", "units": "1"}),
+                "quantile": ("quantile", np.array(QUANTILES), {"long_name": "posterior quantile", "units": "1"})},
+        attrs=attrs,
+    )
+
+
+def gpu_resources(client) -> dict | None:
+    """{'GPU': 1} when some worker of the cluster declares a GPU resource, else None."""
+    if client is None:
+        return None
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}) if _takes_n_workers(client) else client.scheduler_info().get("workers", {})
+    return {"GPU": 1} if any((w.get("resources") or {}).get("GPU", 0) >= 1 for w in workers.values()) else None
+
+
+def _takes_n_workers(client) -> bool:
+    import inspect
+
+    try:
+        return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+# -- the job -------------------------------------------------------------------------------------
+def infer(
+    model_dir,
+    survey_path,
+    out,
+    *,
+    samples: int = 4096,
+    chunk: int | None = None,
+    seed: int = 0,
+    client=None,
+    overwrite: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+    loader: Callable | None = None,
+    device: str = "auto",
+    n_threads: int = 1,
+) -> Path:
+    """Infer the labels of every star of `survey_path` with the model in `model_dir`; write the catalog `out`.
+
+    samples: posterior draws per star; chunk: stars per task and per Zarr chunk (default: the survey's chunk
+    along `star`, at most 1024); seed: the catalog is a function of (model, survey, samples, seed);
+    client: a distributed Client (GPU workers through the `GPU` resource), default: `n_threads` local
+    threads; overwrite: replace an existing `out` (otherwise it is resumed if the same job made it, and
+    refused if not); loader: model_dir -> Posterior (default `cinn.load`); device: 'auto' (CUDA on GPU
+    workers), 'cpu' or 'cuda'. Returns the catalog path. Everything is validated before anything is written.
+    """
+    samples = _check_int("samples", samples, 1)
+    seed = _check_int("seed", seed, 0)
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    model_dir, survey_path, out = Path(model_dir), Path(survey_path), Path(out)
+    if not model_dir.is_dir():
+        raise StoreError(f"model_dir {model_dir} does not exist or is not a directory")
+    if out.resolve() == survey_path.resolve():
+        raise ConfigError(f"out {out} is the survey itself")
+    survey = open_survey(survey_path)
+    post = (loader or default_loader)(model_dir)
+    model_id, labels = str(post.model_id), tuple(post.label_names)
+    _check_wavelength(survey, post, survey_path, model_dir)
+    n = int(survey.sizes[STAR])
+    if n == 0:
+        raise GridError(f"survey {survey_path} has no stars")
+    if chunk is None:
+        native = survey["flux"].encoding.get("chunks") or (n,)
+        chunk = max(1, min(int(native[0]), DEFAULT_CHUNK, n))
+    chunk = _check_int("chunk", chunk, 1)
+    chunk = min(chunk, n)
+    if out.exists() and not overwrite:
+        _refuse_other_model(out, post, model_dir)
+    fp = _store.fingerprint("infer", str(post.model_id), list(post.label_names), survey_identity(survey, survey_path), samples, seed, chunk)
+    template = _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, command)
+    store, resumed = _store.create(out, template, dim=STAR, region_size=chunk, fingerprint=fp, overwrite=overwrite)
+    if progress:
+        done = len(store.done())
+        print(f"gridkit infer: {n} stars in {len(store.regions)} chunks of {chunk}"
+              + (f"; resuming, {done} chunk(s) already done" if resumed else "") + f" -> {out}", file=sys.stderr)
+        if client is not None:
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    if client is None and _worker_device(device) == "cpu":  # local threads share this process's copy
+        with _LOCK:
+            _POSTERIORS.setdefault((str(model_dir.resolve()), model_id, "cpu"), post)
+    del post  # distributed workers load their own copy, once per worker process, never shipped with the tasks
+    make_region = InferChunk(model_dir.resolve(), model_id, survey_path.resolve(), samples, seed, labels, loader=loader, device=device)
+    failures = _store.write_regions(store, make_region, client=client, n_threads=n_threads, on_error="record", progress=progress,
+                                    desc="infer", resources=gpu_resources(client))
+    if failures:
+        first = sorted(failures)[0]
+        raise StoreError(f"{len(failures)} of {len(store.regions)} chunk(s) of {out} failed (rerun the same command to retry them); "
+                         f"chunk {first}: {failures[first]}")
+    return out
+
+
+def _refuse_other_model(out: Path, post, model_dir) -> None:
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(str(out), mode="r").attrs)
+    except Exception:  # noqa: BLE001 - not a Zarr store: gridkit.store refuses it with its own message
+        return
+    old = attrs.get("model_id")
+    if old is not None and str(old) != str(post.model_id):
+        raise StoreError(f"catalog {out} was made by model {old}, not by model_dir {model_dir} (model {post.model_id}); "
+                         "refusing to mix models in one catalog. Choose another --out or pass overwrite=True (--overwrite)")
+
+
+# -- mock survey ---------------------------------------------------------------------------------
+def mock_survey(
+    cube_path,
+    out,
+    *,
+    snr: float = 250.0,
+    split: str | None = "test",
+    model_dir=None,
+    models: Iterable | None = None,
+    seed: int = 0,
+    id_prefix: str = "mock-",
+    chunk: int | None = None,
+    overwrite: bool = False,
+    client=None,
+    progress: bool = False,
+) -> Path:
+    """A survey from a degraded cube (flux(model, snr, wavelength): the spectra at S/N `snr`) or from a
+    noiseless grid (flux(model, wavelength): Gaussian noise at S/N `snr` per Angstrom added, seeded per model).
+
+    Stars: the `split` ('train', 'test', 'validation') of `model_dir`'s recorded split when model_dir is
+    given, else `models` (ids) when given, else every model. Keeps the true labels as `true_<label>` and the
+    grid's model id as `model`; star_id is `<id_prefix><model id>`.
+    """
+    from gridkit.degrade import add_noise
+    from gridkit.grid import open_grid
+    from gridkit.schema import SNR, label_names
+
+    cube_path, out = Path(cube_path), Path(out)
+    if not (isinstance(snr, (int, float, np.number)) and np.isfinite(snr) and snr > 0):
+        raise ConfigError(f"snr must be a finite number > 0, got {snr!r}")
+    seed = _check_int("seed", seed, 0)
+    ds = open_grid(cube_path)
+    if ds.flux.dims[0] != "model":
+        raise GridError(f"cube_path {cube_path} must be a grid or cube along 'model', got flux{ds.flux.dims}")
+    labels = label_names(ds, "model")
+    if not labels:
+        raise GridError(f"cube_path {cube_path} has no label variables to keep as true labels")
+    ids = np.asarray(ds["model"].values)
+    if model_dir is not None:
+        if split not in ("train", "test", "validation"):
+            raise ConfigError(f"split must be 'train', 'test' or 'validation', got {split!r}")
+        import cinn
+
+        wanted = np.asarray(cinn.read_split(model_dir)[split])
+    elif models is not None:
+        wanted = np.asarray(list(models))
+    else:
+        wanted = ids
+    missing = np.setdiff1d(wanted, ids)
+    if missing.size:
+        raise GridError(f"{missing.size} model id(s) of the selection are not in {cube_path}, e.g. {missing[:5].tolist()}")
+    if wanted.size == 0:
+        raise GridError("the selection of models is empty")
+    ds = ds.sel(model=wanted)
+    if SNR in ds.flux.dims:
+        have = np.asarray(ds[SNR].values, dtype=float)
+        hit = np.flatnonzero(np.isclose(have, float(snr), rtol=1e-6))
+        if not hit.size:
+            raise GridError(f"snr={snr:g} is not an S/N of cube {cube_path}; it has {', '.join(f'{s:g}' for s in have)}")
+        flux = ds.flux.isel({SNR: int(hit[0])}, drop=True)
+        noise = f"the cube's own noise at S/N {snr:g}"
+    else:
+        flux = add_noise(ds, snr=[float(snr)], seed=seed).flux.isel({SNR: 0}, drop=True)
+        noise = f"Gaussian noise at S/N {snr:g} per Angstrom added (seed {seed})"
+    n = wanted.size
+    flux = flux.rename({"model": STAR}).drop_vars(STAR, errors="ignore")
+    survey = xr.Dataset(
+        {"flux": flux.variable.copy(deep=False),
+         "snr": ((STAR,), np.full(n, float(snr)), {"units": "1", "long_name": "signal-to-noise ratio per Angstrom"}),
+         "star_id": ((STAR,), np.array([f"{id_prefix}{m}" for m in wanted.tolist()], dtype=object), {"units": "1", "long_name": "star identifier"}),
+         "model": ((STAR,), wanted, {"units": "1", "long_name": f"model id in {cube_path.name}"})},
+        coords={STAR: np.arange(n), WAVELENGTH: ds[WAVELENGTH]},
+        attrs={"kind": "mock survey", "source": str(cube_path.resolve()), "split": split if model_dir is not None else "",
+               "model_dir": str(model_dir or ""), "snr": float(snr), "noise": noise,
+               **{k: v for k, v in ds.attrs.items() if k in ("instrument", "arms", "resolving_power", "snr_convention")}},
+    )
+    for name in labels:
+        survey[f"true_{name}"] = ((STAR,), np.asarray(ds[name].values), {**label_attrs(name), "long_name": f"true {label_attrs(name)['long_name']}"})
+    region = max(1, min(n, chunk or DEFAULT_CHUNK))
+    survey["flux"] = survey["flux"].chunk({STAR: region, WAVELENGTH: -1})
+    _store.write_dataset(survey, out, dim=STAR, region_size=region, overwrite=overwrite, client=client, progress=progress, desc="mock-survey",
+                         fingerprint_parts=("mock_survey", _store.fingerprint(str(cube_path.resolve()), _cube_identity(cube_path)),
+                                            float(snr), split, str(model_dir or ""), _store.fingerprint(wanted.tolist()), seed, id_prefix))
+    return out
+
+
+def _cube_identity(path) -> str:
+    try:
+        return _store.open_region_store(path).fingerprint
+    except StoreError:
+        return str(os.path.getmtime(path))
+
+
+__all__ = ["infer", "mock_survey", "open_survey", "InferChunk", "cached_posterior", "gpu_resources", "QUANTILES"]

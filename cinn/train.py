@@ -1,0 +1,293 @@
+"""Training: maximum likelihood + reverse loss, Adam with exponential decay, validation every epoch, early
+stopping, gradient clipping, a non-finite guard, checkpoints every epoch and an exact resume.
+
+Resume = uninterrupted: every random draw of epoch e (data order, noise, the reverse loss's dz) is a
+function of (seed, e) only, the learning rate is lr * lr_decay**e, and the checkpoint holds weights, Adam's
+state and the early-stopping state; so continuing from the end of epoch e repeats what an uninterrupted
+run would have done (bit for bit on the same machine and thread count).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gridkit.errors import ConfigError, StoreError
+from gridkit.schema import label_attrs
+
+from . import checkpoint as ck
+from .config import CINNConfig, as_config
+from .data import CubeStream, inverse_snr2_loguniform, logsnr_moments, make_loader, open_training_store, split_models
+from .model import CINN
+from .transforms import LabelTransform, flux_statistics
+
+LOG_FIELDS = ("epoch", "lr", "train_loss", "train_nll", "train_reverse", "val_nll", "val_reverse", "skipped", "seconds")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"device {name!r} is not a torch device: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here")
+    return dev
+
+
+def data_hash(store) -> str:
+    """sha256 of what defines the training data: store metadata (zarr.json files), model ids, labels,
+    S/N values, wavelengths and the writer's fingerprint. Flux bytes are not read (a cube is too big to
+    hash for every training); the writer's fingerprint and the metadata identify how they were made."""
+    h = hashlib.sha256()
+    for meta in sorted(Path(store.path).rglob("zarr.json")):
+        rel = meta.relative_to(store.path).as_posix()
+        if rel.startswith("_gridkit/"):
+            continue
+        h.update(rel.encode())
+        h.update(meta.read_bytes())
+    for arr in (store.model_ids.astype(str), store.labels, store.wavelength, store.snr if store.snr is not None else np.zeros(0)):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _positions(store, ids) -> np.ndarray:
+    index = {v: i for i, v in enumerate(store.model_ids.tolist())}
+    return np.sort(np.array([index[v] for v in np.asarray(ids).tolist()], dtype=np.int64))
+
+
+class Trainer:
+    def __init__(self, cube_path, out_dir, cfg: CINNConfig, progress: bool = True):
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.store = open_training_store(cube_path, cfg.labels, cfg.loader)
+        st = self.store
+        self.split = split_models(st.model_ids, cfg.split, cfg.split_seed, out_dir=self.out)
+        self.pos = {k: _positions(st, v) for k, v in self.split.items()}
+        train_labels = st.labels[self.pos["train"]]
+        self.ltf = LabelTransform.fit(train_labels, cfg.labels, cfg.log_labels, cfg.log_floor)
+        self.bounds = {n: [float(train_labels[:, i].min()), float(train_labels[:, i].max())] for i, n in enumerate(cfg.labels)}
+        self.targets = self.ltf.forward(st.labels).astype(np.float32)
+        if st.mode == "stored":
+            self.flux_mean, self.flux_std = flux_statistics(st.flux.isel(model=self.pos["train"]))
+        else:
+            base = st.flux if st.flux.ndim == 2 else st.flux.isel(snr=st.noiseless_snr_index)
+            factor = inverse_snr2_loguniform(*cfg.snr_range) / st.pixel_width
+            self.flux_mean, self.flux_std = flux_statistics(base.isel(model=self.pos["train"]), noise_var_factor=factor)
+        self.logsnr = logsnr_moments(st, cfg.snr_range)
+        self.device = resolve_device(cfg.device)
+        self.model = CINN(cfg, st.wavelength.size).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.data_hash = data_hash(st)
+
+    # -- streams -------------------------------------------------------------------------------
+    def stream(self, split: str, epoch: int, shuffle: bool) -> CubeStream:
+        st, cfg = self.store, self.cfg
+        return CubeStream(
+            path=st.path, mode=st.mode, positions=self.pos[split], n_model=st.n_model, chunk=st.chunk, targets=self.targets,
+            flux_mean=self.flux_mean, flux_std=self.flux_std, logsnr_mean=self.logsnr[0], logsnr_std=self.logsnr[1],
+            batch_size=cfg.batch_size, snr=st.snr, pixel_width=st.pixel_width, snr_range=cfg.snr_range,
+            copies_per_model=cfg.copies_per_model, noiseless_snr_index=st.noiseless_snr_index, shuffle=shuffle,
+            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
+        )
+
+    # -- losses --------------------------------------------------------------------------------
+    def losses(self, x, cond, gen: torch.Generator | None):
+        cfg = self.cfg
+        amp = cfg.mixed_precision
+        dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype, enabled=amp):
+            c = self.model.condition(cond)
+            z, logdet = self.model.flow(x, c=[c])
+        z, logdet = z.float(), logdet.float()  # densities in float32
+        d = x.shape[1]
+        nll = (0.5 * (z * z).sum(1) - logdet).mean() / d
+        if cfg.reverse_weight > 0:
+            if gen is not None:
+                dz = torch.randn(z.shape, generator=gen, device=z.device) * math.sqrt(cfg.reverse_noise)
+            else:
+                dz = torch.zeros_like(z)
+            with torch.autocast(self.device.type, dtype=dtype, enabled=amp):
+                x_rec, _ = self.model.flow(z + dz, c=[c], rev=True)
+            rev = ((x.float() - x_rec.float()) ** 2).mean()
+        else:
+            rev = torch.zeros((), device=z.device)
+        return nll, rev
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        if self.pos["validation"].size == 0:
+            return float("nan"), float("nan")
+        self.model.eval()
+        stream = self.stream("validation", epoch=-1, shuffle=False)
+        n_batches = max(1, math.ceil(self.cfg.val_samples / self.cfg.batch_size))
+        tot_nll = tot_rev = 0.0
+        n = 0
+        for x, cond in itertools.islice(stream, n_batches):
+            x, cond = x.to(self.device), cond.to(self.device)
+            nll, rev = self.losses(x, cond, None)
+            tot_nll += float(nll) * x.shape[0]
+            tot_rev += float(rev) * x.shape[0]
+            n += x.shape[0]
+        self.model.train()
+        return tot_nll / n, tot_rev / n
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, resume: bool) -> Path:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "files": {}, "stopped": False}
+        if resume:
+            state.update(ck.load_checkpoint(self.out, self.model, self.optimizer))
+        if not state["history"]:
+            v_nll, v_rev = self.validate()
+            state["history"].append(_row(0, float("nan"), float("nan"), float("nan"), float("nan"), v_nll, v_rev, 0, 0.0))
+        self._write_log(state["history"])
+        pin = self.device.type == "cuda"
+        bar = tqdm(total=cfg.epochs * cfg.batches_per_epoch, initial=state["epoch"] * cfg.batches_per_epoch, disable=not self.progress,
+                   desc="training", unit="batch")
+        self.model.train()
+        nonfinite_run = 0
+        try:
+            while state["epoch"] < cfg.epochs and not state["stopped"]:
+                epoch = state["epoch"]
+                t0 = time.perf_counter()
+                lr = cfg.lr * cfg.lr_decay**epoch
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed(int.from_bytes(hashlib.sha256(f"{cfg.seed}-{epoch}".encode()).digest()[:8], "little") >> 1)
+                loader = make_loader(self.stream("train", epoch, True), num_workers=cfg.num_workers, prefetch=cfg.prefetch,
+                                     start_method=cfg.worker_start, pin_memory=pin)
+                sums = np.zeros(3)
+                n_ok = skipped = 0
+                for x, cond in itertools.islice(loader, cfg.batches_per_epoch):
+                    x = x.to(self.device, non_blocking=True)
+                    cond = cond.to(self.device, non_blocking=True)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    nll, rev = self.losses(x, cond, gen)
+                    loss = nll + cfg.reverse_weight * rev
+                    ok = bool(torch.isfinite(loss))
+                    if ok:
+                        loss.backward()
+                        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                        ok = bool(torch.isfinite(norm))
+                    if not ok:  # guard: skip the step, stop if it keeps happening
+                        self.optimizer.zero_grad(set_to_none=True)
+                        skipped += 1
+                        nonfinite_run += 1
+                        if nonfinite_run > cfg.max_nonfinite:
+                            raise ck.TrainingError(f"{nonfinite_run} consecutive batches gave a non-finite loss or gradient at epoch "
+                                                   f"{epoch + 1}; lower lr (now {lr:.3g}) or grad_clip ({cfg.grad_clip})")
+                    else:
+                        nonfinite_run = 0
+                        self.optimizer.step()
+                        sums += [float(loss.detach()), float(nll.detach()), float(rev.detach())]
+                        n_ok += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{float(loss):.3f}", epoch=epoch + 1)
+                del loader
+                v_nll, v_rev = self.validate()
+                tr = sums / max(n_ok, 1)
+                state["epoch"] = epoch + 1
+                state["history"].append(_row(epoch + 1, lr, tr[0], tr[1], tr[2], v_nll, v_rev, skipped, time.perf_counter() - t0))
+                if not (v_nll < state["best_val"]) and math.isfinite(state["best_val"]):
+                    state["bad_epochs"] += 1
+                else:
+                    state["best_val"], state["best_epoch"], state["bad_epochs"] = v_nll, epoch + 1, 0
+                    state["files"]["best.safetensors"] = ck.save_best(self.out, self.model)
+                if state["bad_epochs"] >= cfg.patience:
+                    state["stopped"] = True
+                ck.save_checkpoint(self.out, self.model, self.optimizer, {**state, "config": cfg.to_dict()})
+                self._write_log(state["history"])
+        finally:
+            bar.close()
+        best = ck.load_best(self.out, state["files"].get("best.safetensors")) if state["files"].get("best.safetensors") else self.model.state_dict()
+        self.write_model(best, state)
+        return self.out
+
+    def _write_log(self, history) -> None:
+        path = self.out / "log.csv"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+            w.writeheader()
+            w.writerows(history)
+        tmp.replace(path)
+
+    def write_model(self, state_dict, state) -> str:
+        st, cfg = self.store, self.cfg
+        meta = {
+            "config": cfg.to_dict(),
+            "label_names": list(cfg.labels),
+            "label_attrs": {n: label_attrs(n) for n in cfg.labels},
+            "label_transform": self.ltf.to_json(),
+            "input_scaler": {"logsnr_mean": self.logsnr[0], "logsnr_std": self.logsnr[1], "snr_convention": "per_angstrom"},
+            "bounds": self.bounds,
+            "n_wave": int(st.wavelength.size),
+            "instrument": {k: _jsonable(st.attrs.get(k)) for k in ("instrument", "arms", "resolving_power") if k in st.attrs},
+            "training_data": {"path": str(st.path), "hash": self.data_hash, "mode": st.mode, "n_model": st.n_model,
+                              "split_sizes": {k: int(v.size) for k, v in self.pos.items()}},
+            "training": {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_val_nll": state["best_val"],
+                         "early_stopped": bool(state["stopped"]), "device": str(self.device)},
+            "versions": ck.package_versions(),
+        }
+        return ck.write_model(self.out, state_dict, wavelength=st.wavelength, flux_mean=self.flux_mean, flux_std=self.flux_std, meta=meta)
+
+
+def _row(epoch, lr, loss, nll, rev, v_nll, v_rev, skipped, secs) -> dict:
+    return {"epoch": epoch, "lr": lr, "train_loss": loss, "train_nll": nll, "train_reverse": rev, "val_nll": v_nll,
+            "val_reverse": v_rev, "skipped": skipped, "seconds": round(secs, 3)}
+
+
+def _jsonable(v):
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (np.generic,)):
+        return v.item()
+    try:
+        json.dumps(v)
+        return v
+    except TypeError:
+        return str(v)
+
+
+def train(cube_path, out_dir, config=None, epochs=None, batches_per_epoch=None, batch_size=None, resume=False, progress=True) -> Path:
+    """Train a cINN on a cube (or noiseless grid, dynamic noise) and write the model directory `out_dir`.
+
+    config: None (published defaults), a CINNConfig, a mapping or a JSON/YAML path; epochs,
+    batches_per_epoch, batch_size override it. resume: continue from out_dir/checkpoint (the saved config is
+    used; only `epochs` may change), with results identical to an uninterrupted run.
+    """
+    out = Path(out_dir)
+    overrides = {"epochs": epochs, "batches_per_epoch": batches_per_epoch, "batch_size": batch_size}
+    if resume:
+        state_path = out / ck.CKPT_DIR / ck.STATE
+        if not state_path.is_file():
+            raise StoreError(f"cannot resume: {state_path} does not exist (train without resume first)")
+        saved = CINNConfig.from_dict(ck.read_json(state_path)["config"])
+        cfg = saved.replace(epochs=epochs)
+        if config is not None and as_config(config).replace(epochs=cfg.epochs) != cfg:
+            raise ConfigError(f"resume: the config given differs from the one {out} was trained with; resume without a config")
+        for key in ("batches_per_epoch", "batch_size"):
+            if overrides[key] is not None and overrides[key] != getattr(saved, key):
+                raise ConfigError(f"resume: {key}={overrides[key]} differs from the checkpoint's {getattr(saved, key)}")
+    else:
+        cfg = as_config(config).replace(**overrides)
+        if (out / ck.MODEL_JSON).exists() or (out / ck.CKPT_DIR).exists():
+            raise StoreError(f"out_dir {out} already holds a model or checkpoint; pass resume=True (--resume) to continue it or choose another directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return Trainer(cube_path, out, cfg, progress=progress).run(resume)
+
+
+__all__ = ["train", "Trainer", "resolve_device", "data_hash"]

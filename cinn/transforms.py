@@ -1,0 +1,112 @@
+"""Target and input transforms of the cINN, fitted on the training split and stored with the model.
+
+Labels:  y = (f(label) - mean) / std, with f = log10(max(label, log_floor)) for the log labels (teff,
+         vbroad by default) and the identity otherwise. vbroad = 0 (no rotation/macroturbulence) is
+         allowed: it is floored at `log_floor` (0.1 km/s by default, two orders of magnitude below the
+         4MOST HR resolution element of ~15 km/s, so the floor changes no spectrum) before log10; the
+         inverse returns 10**y, i.e. values <= log_floor come back as ~log_floor.
+Flux:    standardized per pixel, (flux - mean_pix) / std_pix, statistics computed out of core with dask.
+S/N:     the condition sees log10(S/N per Angstrom), standardized.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STD_FLOOR = 1e-6
+
+
+@dataclass
+class LabelTransform:
+    names: tuple[str, ...]
+    log: np.ndarray  # bool (n_labels,)
+    floor: float
+    mean: np.ndarray  # (n_labels,) in transformed space
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, labels: np.ndarray, names, log_labels, floor: float) -> "LabelTransform":
+        names = tuple(names)
+        log = np.array([n in log_labels for n in names], dtype=bool)
+        pre = _pre(np.asarray(labels, dtype=np.float64), log, floor)
+        mean = pre.mean(axis=0)
+        std = np.maximum(pre.std(axis=0), STD_FLOOR)
+        return cls(names, log, float(floor), mean, std)
+
+    def forward(self, labels: np.ndarray) -> np.ndarray:
+        """Physical labels (..., n_labels) -> standardized targets (float64)."""
+        return (_pre(np.asarray(labels, dtype=np.float64), self.log, self.floor) - self.mean) / self.std
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        """Standardized targets (..., n_labels) -> physical labels (float64)."""
+        pre = np.asarray(y, dtype=np.float64) * self.std + self.mean
+        return np.where(self.log, 10.0 ** np.where(self.log, pre, 0.0), pre)
+
+    def log_abs_det_forward(self, labels: np.ndarray) -> np.ndarray:
+        """log |d y / d label| summed over labels (...,): converts a density in y to one in physical units."""
+        lab = np.asarray(labels, dtype=np.float64)
+        out = -np.log(self.std).sum() * np.ones(lab.shape[:-1])
+        safe = np.maximum(lab, self.floor)
+        # d log10(x) / dx = 1 / (x ln 10) above the floor; below it the transform is flat (density undefined: use the floor)
+        out = out - np.sum(np.where(self.log, np.log(safe * np.log(10.0)), 0.0), axis=-1)
+        return out
+
+    def to_json(self) -> dict:
+        return {"names": list(self.names), "log": [bool(v) for v in self.log], "floor": self.floor,
+                "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "LabelTransform":
+        return cls(tuple(d["names"]), np.asarray(d["log"], dtype=bool), float(d["floor"]),
+                   np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))
+
+
+def _pre(labels: np.ndarray, log: np.ndarray, floor: float) -> np.ndarray:
+    return np.where(log, np.log10(np.maximum(labels, floor)), labels)
+
+
+@dataclass
+class InputScaler:
+    """Per-pixel flux standardization and the S/N feature."""
+
+    flux_mean: np.ndarray  # (n_wave,) float32
+    flux_std: np.ndarray
+    logsnr_mean: float
+    logsnr_std: float
+
+    def flux(self, flux: np.ndarray) -> np.ndarray:
+        return ((np.asarray(flux, dtype=np.float32) - self.flux_mean) / self.flux_std).astype(np.float32, copy=False)
+
+    def snr(self, snr: np.ndarray) -> np.ndarray:
+        return ((np.log10(np.asarray(snr, dtype=np.float64)) - self.logsnr_mean) / self.logsnr_std).astype(np.float32)
+
+    def condition_input(self, flux: np.ndarray, snr: np.ndarray) -> np.ndarray:
+        """(n, n_wave) flux and (n,) S/N per Angstrom -> (n, n_wave + 1) float32 input of the feature network."""
+        return np.concatenate([self.flux(flux), self.snr(snr)[:, None]], axis=1)
+
+    def to_json(self) -> dict:
+        return {"logsnr_mean": self.logsnr_mean, "logsnr_std": self.logsnr_std}
+
+
+def flux_statistics(flux, *, noise_var_factor: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel mean and std of a lazy flux (model, [snr,] wavelength) computed out of core with dask.
+
+    noise_var_factor: (n_wave,) or scalar; adds mean(flux**2) * factor to the variance (dynamic noise:
+    the expected variance of noise sigma = flux / snr_pixel).
+    """
+    import dask
+    import dask.array as da
+
+    arr = flux.data if hasattr(flux, "data") else flux
+    if not isinstance(arr, da.Array):
+        arr = da.from_array(np.asarray(arr))
+    arr = arr.astype(np.float64)
+    axes = tuple(range(arr.ndim - 1))
+    mean, sq = dask.compute(arr.mean(axis=axes), (arr**2).mean(axis=axes))
+    var = np.maximum(sq - mean**2, 0.0) + sq * np.asarray(noise_var_factor, dtype=np.float64)
+    std = np.maximum(np.sqrt(var), 1e-3)  # a pixel constant across the grid must not blow up
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+__all__ = ["LabelTransform", "InputScaler", "flux_statistics"]
