@@ -151,3 +151,23 @@ def fit_bias(catalog_values, reference_values, teff) -> dict:
     (a, b), *_ = np.linalg.lstsq(design, d, rcond=None)
     after = d - (a * t[ok] + b)
     return {"a": float(a), "b": float(b), "n": int(ok.sum()), "rms_before": float(np.sqrt(np.mean(d**2))), "rms_after": float(np.sqrt(np.mean(after**2)))}
+
+
+def write_in_place(path, calibrated: xr.Dataset, new_vars, *, overwrite: bool = False) -> None:
+    """Add the calibrated columns `new_vars` of `calibrated` to the Zarr catalog at `path`. Existing columns of
+    the same name are kept unless `overwrite` (then that calibration's columns are replaced)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    clash = [v for v in new_vars if v in group]
+    if clash and not overwrite:
+        raise ConfigError(f"catalog {path} already has {', '.join(clash)}; pass overwrite=True (--overwrite) to replace them")
+    part = calibrated[list(new_vars)].drop_vars([c for c in calibrated[list(new_vars)].coords if c not in ("star", "quantile")])
+    part = part.drop_vars(["star", "quantile"], errors="ignore")
+    for var in part.variables.values():
+        var.encoding = {}
+    for name in clash:
+        del group[name]
+    part.to_zarr(str(path), mode="a", consolidated=False)
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs["calibrations"] = calibrated.attrs["calibrations"]

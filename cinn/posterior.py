@@ -46,6 +46,7 @@ class Posterior:
         self.instrument = meta.get("instrument", {})
         self.device = torch.device("cpu")
         self.memory_cap = DEFAULT_MEMORY_CAP
+        self.batch_spectra = False
         self._fast = FastReverse(self.model)
 
     def __repr__(self) -> str:
@@ -54,6 +55,7 @@ class Posterior:
     def to(self, device) -> "Posterior":
         self.device = torch.device(device)
         self.model.to(self.device)
+        self.batch_spectra = self.device.type == "cuda"
         self._fast = FastReverse(self.model)
         return self
 
@@ -112,11 +114,12 @@ class Posterior:
 
     @torch.inference_mode()
     def _conditions(self, values: np.ndarray, snr: np.ndarray) -> torch.Tensor:
+        """Feature-network conditions (n_spec, n_features), computed spectrum by spectrum unless batching
+        spectra (GPU): a batched matmul's rounding can depend on the batch size, and results must not
+        depend on how a survey is chunked."""
         cond_in = torch.from_numpy(self.scaler.condition_input(values, snr)).to(self.device)
-        out = []
-        for i in range(0, cond_in.shape[0], 4096):
-            out.append(self.model.condition(cond_in[i:i + 4096]))
-        return torch.cat(out)
+        step = 4096 if self.batch_spectra else 1
+        return torch.cat([self.model.condition(cond_in[i:i + step]) for i in range(0, cond_in.shape[0], step)])
 
     def _latents(self, keys: np.ndarray, n: int, seed: int) -> np.ndarray:
         d = len(self.label_names)
@@ -124,19 +127,25 @@ class Posterior:
 
     @torch.inference_mode()
     def _sample_flow(self, values, snr, keys, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """(y (S, n, d) in flow space, log q (S, n)) via the fast path, batched under the memory cap."""
+        """(y (S, n, d) in flow space, log q (S, n)) via the fast path, under the memory cap.
+
+        On CPU spectra go one at a time (n samples already make large matrices) so every spectrum's result
+        is bit-identical whatever the batch; on GPU (`batch_spectra`) several spectra share a batch."""
         c = self._conditions(values, snr)
         S, d = values.shape[0], len(self.label_names)
         ys = np.empty((S, n, d), dtype=np.float32)
         lq = np.empty((S, n), dtype=np.float32)
-        per = self._spectra_per_batch(n)
+        per = self._spectra_per_batch(n) if self.batch_spectra else 1
+        n_step = max(1, min(n, int(self.memory_cap // (4 * (4 * self.model.config.subnet_width + 8 * d)))))
         for lo in range(0, S, per):
             hi = min(S, lo + per)
             z = torch.from_numpy(self._latents(keys[lo:hi], n, seed)).to(self.device)
-            y, logdet = self._fast.reverse(z, c[lo:hi])
-            logq = log_normal(z.reshape(-1, d)).reshape(hi - lo, n) - logdet
-            ys[lo:hi] = y.cpu().numpy()
-            lq[lo:hi] = logq.cpu().numpy()
+            for a in range(0, n, n_step):  # a spectrum's samples in pieces only when n alone exceeds the cap
+                b = min(n, a + n_step)
+                y, logdet = self._fast.reverse(z[:, a:b], c[lo:hi])
+                logq = log_normal(z[:, a:b].reshape(-1, d)).reshape(hi - lo, b - a) - logdet
+                ys[lo:hi, a:b] = y.cpu().numpy()
+                lq[lo:hi, a:b] = logq.cpu().numpy()
         return ys, lq
 
     # -- public ----------------------------------------------------------------------------------

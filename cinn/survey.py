@@ -140,14 +140,28 @@ def _check_int(name: str, value, minimum: int) -> int:
 
 
 def open_survey(path) -> xr.Dataset:
-    """Open and validate a survey store (flux(star, wavelength), snr(star), unique star_id(star))."""
-    from gridkit.grid import open_grid
+    """Open and validate a survey store (flux(star, wavelength), snr(star), unique star_id(star)), lazily."""
+    from gridkit.schema import validate_grid
 
     path = Path(path)
     if not path.exists():
         raise GridError(f"survey_path {path} does not exist")
-    ds = open_grid(path, kind="survey")
-    if ds["snr"].dims != (STAR,) or ds["star_id"].dims != (STAR,):
+    try:
+        ds = xr.open_zarr(path, consolidated=False, chunks={})
+    except Exception as exc:  # noqa: BLE001
+        raise GridError(f"survey_path {path} is not a readable Zarr store: {exc}") from exc
+    if (path / _store.RECORD_GROUP).exists():
+        rs = _store.open_region_store(path)
+        if not rs.complete:
+            raise StoreError(f"survey {path} is incomplete ({len(rs.regions) - len(rs.done())} of {len(rs.regions)} regions not written); "
+                             "rerun the command that made it")
+    if "flux" in ds and "star_id" in ds:
+        # Zarr v3 hands strings back as numpy's StringDType, which validate_grid cannot cast: validate fixed-width text
+        ids = _as_object_str(ds["star_id"].values).astype(str)
+        checked = validate_grid(ds.assign(star_id=(ds["star_id"].dims, ids)), kind="survey")
+    else:
+        checked = validate_grid(ds, kind="survey")
+    if checked["snr"].dims != (STAR,) or checked["star_id"].dims != (STAR,):
         raise GridError(f"survey {path}: snr and star_id must be 1-D along 'star', got {ds['snr'].dims} and {ds['star_id'].dims}")
     return ds
 

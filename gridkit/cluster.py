@@ -6,6 +6,7 @@ survive `fork`. Tasks open their stores inside the worker.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from typing import Iterator, Mapping
@@ -39,7 +40,7 @@ def dask_client(
                 resources=dict(resources) if resources else None,
                 memory_limit=memory_limit,
                 dashboard_address=":0",
-                silence_logs="error",
+                silence_logs=logging.ERROR,  # a level, not "error": the workers call logger.setLevel with it
             )
             client = Client(cluster)
         if not quiet:

@@ -144,10 +144,19 @@ def _on_lnlambda(flux: np.ndarray, wl: np.ndarray, missing: str, op) -> np.ndarr
 
 
 def _lsf_block(flux, *, wl, resolving_power, input_resolving_power, missing):
-    def op(rows, dl):
-        return lsf.gaussian_lsf_lnlambda(rows, dl, resolving_power, input_resolving_power)
-
-    return _as_float32(_on_lnlambda(flux, wl, missing, op))
+    flux = np.asarray(flux, dtype=np.float64)
+    if missing == "error":
+        _raise_if_not_finite(flux, wl)
+    out = np.empty_like(flux)
+    for seg in lnlambda.segments(wl):
+        x = wl[seg]
+        if x.size >= 3 and lnlambda.is_uniform_lnlambda(x):  # one fixed kernel: a plain convolution
+            dl = float(np.log(x[-1] / x[0]) / (x.size - 1))
+            out[..., seg] = lsf.gaussian_lsf_lnlambda(flux[..., seg], dl, resolving_power, input_resolving_power)
+        else:  # the same Gaussian in ln lambda on the samples themselves (sparse matrix, no interpolation)
+            m = lsf.cached_lsf_matrix(x, resolving_power, input_resolving_power)
+            out[..., seg] = _rebin.apply_matrix(m, flux[..., seg])
+    return _as_float32(out)
 
 
 def _rotate_block(flux, vbroad, *, wl, limb_darkening, missing):
@@ -364,20 +373,24 @@ def _segment_bounds(wl: np.ndarray) -> list[tuple[float, float]]:
     return [(float(lo[s.start]), float(hi[s.stop - 1])) for s in lnlambda.segments(wl)]
 
 
-def working_grid(wl_in: np.ndarray, arms: Sequence[_instruments.Arm], step: float = WORKING_STEP, margin: float = 3.0) -> np.ndarray:
+def working_grid(wl_in: np.ndarray, arms: Sequence[_instruments.Arm], step: float = WORKING_STEP, margin: float = 3.0,
+                 reach: float = 0.0) -> np.ndarray:
     """The intermediate grid of the chain: per arm, a uniform ln lambda grid whose pixels are no wider than
     `step` (A), spanning the arm plus `margin` A each side (clipped to the input segment that holds the
-    arm, one input pixel inside its edge). Raises GridError when an input segment does not hold an arm."""
+    arm, one working pixel inside its edge). `reach`: the relative half-width (d lambda / lambda) of the
+    broadening kernels; the input must extend that far beyond each arm, or a GridError names the arm."""
     if not step > 0:
         raise ConfigError(f"working step must be > 0 A, got {step}")
     bounds = _segment_bounds(wl_in)
     pieces = []
     for arm in arms:
-        seg = [(a, b) for a, b in bounds if a <= arm.wl_min and arm.wl_max <= b]
+        need_lo, need_hi = arm.wl_min * (1 - reach), arm.wl_max * (1 + reach)
+        seg = [(a, b) for a, b in bounds if a <= need_lo and need_hi <= b]
         if not seg:
             raise GridError(
-                f"arm {arm.name!r} ({arm.wl_min:g}-{arm.wl_max:g} A) is not covered by the input wavelength grid "
-                f"(it covers {', '.join(f'{a:.2f}-{b:.2f}' for a, b in bounds)} A)"
+                f"arm {arm.name!r} ({arm.wl_min:g}-{arm.wl_max:g} A) is not covered by the input wavelength grid: it needs "
+                f"{need_lo:.2f}-{need_hi:.2f} A in one piece (the arm and the reach of the broadening kernels); the input covers "
+                f"{', '.join(f'{a:.2f}-{b:.2f}' for a, b in bounds)} A"
             )
         a, b = seg[0]
         lo = max(arm.wl_min - margin, a + step)
@@ -424,7 +437,9 @@ def degrade(
     if intermediate_resolving_power is not None:
         r_mid = _check_target_r(intermediate_resolving_power, r_in, "intermediate_resolving_power")
     _check_target_r(inst.resolving_power, r_mid, f"the resolving power of {inst.name}")
-    work = working_grid(wl, chosen, working_step)
+    vmax = float(np.max(_vbroad(ds, vbroad, fl.dims[0]).values, initial=0.0))
+    reach = 3.0 / (lsf.FWHM_PER_SIGMA * inst.resolving_power) + vmax / rotation.C_KMS  # 3 sigma of the LSF + rotation
+    work = working_grid(wl, chosen, working_step, reach=reach)
     target = inst.wavelength([a.name for a in chosen])
 
     out = ds
@@ -475,7 +490,8 @@ def fourmostify(
     rebin onto the pixels of the chosen arms, and with `snr` add noise to reach that S/N (per Angstrom by
     default; with `input_snr` the noise added is the quadrature difference, otherwise the input is taken
     as noise-free). Missing or masked input pixels (NaN, or gaps of the wavelength axis) are never filled:
-    every output pixel they touch, and every pixel outside the input's coverage, is NaN, and `n_missing(star)`
+    every output pixel they touch, every pixel within 3 sigma of the LSF of an end of the input's coverage (a
+    gap or the last sample), and every pixel outside the coverage, is NaN, and `n_missing(star)`
     counts them (`missing_report` lists the ranges). Raises GridError when an arm has no input at all.
     """
     inst = _instruments.get(instrument)
@@ -495,6 +511,13 @@ def fourmostify(
             raise GridError(f"arm {arm.name!r} ({arm.wl_min:g}-{arm.wl_max:g} A) has no input pixels (the input covers "
                             f"{_describe_coverage(wl)}); choose arms the spectra cover")
     out = to_resolution(ds, inst.resolving_power, r_in, missing="propagate")
+    # pixels closer than 3 sigma of the kernel to an end of the input's coverage lack data: missing, not guessed
+    sigma = lsf.kernel_sigma_lnlambda(inst.resolving_power, r_in)
+    near_edge = np.zeros(wl.size, dtype=bool)
+    for seg in lnlambda.segments(wl):
+        x = np.log(wl[seg])
+        near_edge[seg] = (x - x[0] < 3 * sigma) | (x[-1] - x < 3 * sigma)
+    out = out.assign(flux=out.flux.where(xr.DataArray(~near_edge, dims=(WAVELENGTH,))))
     out = rebin(out, inst.wavelength([a.name for a in chosen]), outside="nan", missing="propagate")
     if snr is not None:
         values = _check_snr(snr)
@@ -652,6 +675,7 @@ class FourmostifyRegion:
                 "flux": (("star", WAVELENGTH), np.stack([r["flux"] for r in rows]).astype(np.float32)),
                 "snr": (("star",), np.array([r["snr"] for r in rows], dtype=np.float64)),
                 "n_missing": (("star",), np.array([r["n_missing"] for r in rows], dtype=np.int32)),
+                "n_duplicate_wavelengths": (("star",), np.array([r["n_duplicates"] for r in rows], dtype=np.int32)),
                 "ra": (("star",), np.array([r["ra"] for r in rows], dtype=np.float64)),
                 "dec": (("star",), np.array([r["dec"] for r in rows], dtype=np.float64)),
             },
@@ -660,9 +684,14 @@ class FourmostifyRegion:
 
 
 def _read(path):
-    from .io import read_spectrum  # another module's reader (text two-column, FITS 1-D)
+    """(wavelength, flux, meta) of a spectrum file as it is: the format's raw reader from gridkit.io, so that
+    NaN (masked) pixels and repeated wavelengths reach `spectrum_dataset`, which reports them instead of failing."""
+    from . import io as _io
 
-    return read_spectrum(path)
+    readers, fmt = getattr(_io, "READERS", None), getattr(_io, "spectrum_format", None)
+    if readers is not None and fmt is not None:
+        return readers[fmt(path)](path)
+    return _io.read_spectrum(path)
 
 
 def fourmostify_file(path, input_resolving_power=None, *, instrument="4most-hr", arms=None, snr=None, input_snr=None, seed=0,
@@ -682,19 +711,46 @@ def fourmostify_file(path, input_resolving_power=None, *, instrument="4most-hr",
     if not np.isfinite(s):  # estimate it from the data: DER_SNR per pixel -> per Angstrom
         width = np.median(_rebin.pixel_widths(res[WAVELENGTH].values))
         s = float(der_snr(f)) / math.sqrt(width) if snr_convention == PER_ANGSTROM else float(der_snr(f))
-    return {"flux": f, "snr": s, "n_missing": int(np.isnan(f).sum()), "ra": float(meta.get("ra", np.nan)), "dec": float(meta.get("dec", np.nan))}
+    return {"flux": f, "snr": s, "n_missing": int(np.isnan(f).sum()), "n_duplicates": int(ds.attrs["n_duplicate_wavelengths"]),
+            "ra": float(meta.get("ra", np.nan)), "dec": float(meta.get("dec", np.nan))}
 
 
 def spectrum_dataset(wavelength, flux, name: str = "spectrum", star_id: str | None = None) -> xr.Dataset:
-    """One observed spectrum as flux(star=1, wavelength): wavelengths checked, NaN flux kept (missing pixels)."""
-    wl = check_wavelength(np.asarray(wavelength, dtype=np.float64), f"wavelength of {name}")
+    """One observed spectrum as flux(star=1, wavelength), checked, nothing filled in.
+
+    Wavelengths must be finite, positive and non-decreasing (GridError naming the first offence); samples
+    repeated at the same wavelength (overlapping echelle orders, as in the shared UVES spectrum) are merged
+    into their mean, NaN-aware, and counted in attrs `n_duplicate_wavelengths`. Non-finite fluxes are kept
+    as NaN: missing pixels that `fourmostify` propagates and reports.
+    """
+    wl = np.asarray(wavelength, dtype=np.float64)
     fl = np.asarray(flux, dtype=np.float64)
-    if fl.shape != wl.shape:
-        raise GridError(f"flux of {name} must have one value per wavelength ({wl.size}), got shape {fl.shape}")
+    if wl.ndim != 1 or fl.shape != wl.shape:
+        raise GridError(f"{name}: flux must have one value per wavelength ({wl.size}), got shape {fl.shape}")
+    if not np.all(np.isfinite(wl)) or np.any(wl <= 0):
+        i = int(np.flatnonzero(~np.isfinite(wl) | (wl <= 0))[0])
+        raise GridError(f"wavelength of {name} must be finite and positive; index {i} is {wl[i]}")
+    step = np.diff(wl)
+    if np.any(step < 0):
+        i = int(np.flatnonzero(step < 0)[0])
+        raise GridError(f"wavelength of {name} must increase; it decreases at index {i + 1} ({wl[i]:.4f} -> {wl[i + 1]:.4f} A)")
     fl = np.where(np.isfinite(fl), fl, np.nan)  # inf is missing too
-    return xr.Dataset({"flux": (("star", WAVELENGTH), fl[None, :].astype(np.float32))},
-                      coords={"star": [0], WAVELENGTH: (WAVELENGTH, wl, wavelength_attrs("air"))},
-                      attrs={}).assign(star_id=(("star",), np.array([star_id or Path(name).stem], dtype=object)))
+    n_dup = int(np.sum(step == 0))
+    if n_dup:
+        uniq, inverse = np.unique(wl, return_inverse=True)
+        good = np.isfinite(fl)
+        total = np.bincount(inverse, weights=np.where(good, fl, 0.0), minlength=uniq.size)
+        count = np.bincount(inverse, weights=good.astype(float), minlength=uniq.size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fl = np.where(count > 0, total / count, np.nan)
+        wl = uniq
+    check_wavelength(wl, f"wavelength of {name}")
+    return xr.Dataset(
+        {"flux": (("star", WAVELENGTH), fl[None, :].astype(np.float32)),
+         "star_id": (("star",), np.array([star_id or Path(name).name.split(".")[0]], dtype=object))},
+        coords={"star": [0], WAVELENGTH: (WAVELENGTH, wl, wavelength_attrs("air"))},
+        attrs={"n_duplicate_wavelengths": n_dup},
+    )
 
 
 def fourmostify_store(
@@ -755,6 +811,8 @@ def fourmostify_store(
             "snr": (("star",), dsa.zeros(n, chunks=region_size), {"long_name": "signal-to-noise ratio", "convention": snr_convention,
                                                                   "source": "given" if snr is not None or input_snr is not None else "DER_SNR estimate"}),
             "n_missing": (("star",), dsa.zeros(n, dtype=np.int32, chunks=region_size), {"long_name": "missing (NaN) pixels on the instrument grid"}),
+            "n_duplicate_wavelengths": (("star",), dsa.zeros(n, dtype=np.int32, chunks=region_size),
+                                        {"long_name": "input samples at a repeated wavelength, merged into their mean"}),
             "ra": (("star",), dsa.zeros(n, chunks=region_size), {"units": "deg"}),
             "dec": (("star",), dsa.zeros(n, chunks=region_size), {"units": "deg"}),
             "star_id": (("star",), np.array(ids, dtype=object)),

@@ -225,7 +225,9 @@ def _grid(n: int, width: float = 3.0, height: float = 2.4, ncols: int | None = N
     plt = _pyplot()
     ncols = ncols or min(n, 4 if n > 6 else 3 if n > 2 else n)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, constrained_layout=True)
+    # fixed spacing rather than constrained layout: the same look, several times faster for 13 panels
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.7), squeeze=False)
+    fig.subplots_adjust(left=0.07, right=0.97, bottom=0.06, top=1 - 0.8 / (height * nrows + 0.7), wspace=0.4, hspace=0.6)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, axes.ravel()[:n]
@@ -284,7 +286,9 @@ def plot_map_vs_truth(result: SNRResult, labels: Sequence[str], path: Path, bins
         ax.set_ylabel(f"MAP {lab}", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.set_aspect("equal")
-    fig.colorbar(h[3], ax=list(axes), shrink=0.35, aspect=25, label="spectra per bin")
+    fig.subplots_adjust(right=0.9)
+    cax = fig.add_axes([0.92, 0.35, 0.012, 0.3])
+    fig.colorbar(h[3], cax=cax, label="spectra per bin")
     fig.suptitle(f"MAP against truth at S/N = {result.snr:g} ({result.n} spectra; cf. Fig. 5)", fontsize=10)
     return _save(fig, path)
 

@@ -186,7 +186,8 @@ def plot_saliency(ds: xr.Dataset, out_dir, *, instrument: Mapping | None = None,
     paths = {}
     for arm, lo, hi in arm_ranges(wl, instrument):
         m = (wl >= lo) & (wl <= hi)
-        fig, axes = plt.subplots(len(labels), 1, figsize=(14, 0.95 * len(labels) + 1.0), sharex=True, constrained_layout=True)
+        fig, axes = plt.subplots(len(labels), 1, figsize=(14, 0.95 * len(labels) + 1.0), sharex=True)
+        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.5 / (0.95 * len(labels) + 1.0), top=1 - 0.45 / (0.95 * len(labels) + 1.0), hspace=0.12)
         axes = np.atleast_1d(axes)
         for ax, lab in zip(axes, labels):
             y = np.asarray(ds["saliency"].sel(label=lab).values)[m]
@@ -204,8 +205,8 @@ def plot_saliency(ds: xr.Dataset, out_dir, *, instrument: Mapping | None = None,
                     bbox=dict(facecolor="white", alpha=0.7, lw=0))
             ax.tick_params(labelsize=7)
         axes[-1].set_xlabel("wavelength [Å]")
-        fig.supylabel("median |∂label/∂flux| / max", fontsize=9)
-        fig.suptitle(f"Saliency, {arm} arm ({lo:.0f}-{hi:.0f} Å), {ds.attrs.get('n_spectra', '?')} spectra"
+        fig.supylabel("median |∂label/∂flux| / max", fontsize=9, x=0.01)
+        fig.suptitle(f"Saliency, {arm + ' arm' if arm != 'all' else 'spectrum'} ({lo:.0f}-{hi:.0f} Å), {ds.attrs.get('n_spectra', '?')} spectra"
                      + (f" at S/N {ds.attrs['snr']:g}" if "snr" in ds.attrs else "")
                      + "; red ticks: strongest lines of the label's element, blue: Balmer (cf. Figs. A.4, A.5)", fontsize=10)
         name = f"figA4_saliency_{arm}" + (f"_{tag}" if tag else "")

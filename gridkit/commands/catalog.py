@@ -1,12 +1,122 @@
-"""`gridkit catalog` (being built: its issue's owner replaces this module)."""
+"""`gridkit catalog query|export|merge|calibrate|info`: work with catalogs written by `gridkit infer`.
+
+    gridkit catalog query catalog.zarr "teff > 5000 and feh < -1 and f_reject < 0.5" --columns teff,teff_p16,feh --out sel.fits
+    gridkit catalog export catalog.zarr all.parquet
+    gridkit catalog merge merged.zarr run1.zarr run2.zarr
+    gridkit catalog calibrate catalog.zarr my-calibration --out calibrated.fits
+    gridkit catalog info catalog.zarr
+
+Queries use a small, safe grammar (comparisons, and/or/not, parentheses, arithmetic, numbers, column
+names); see docs/catalogs.md. Exports: .fits, .parquet, .vot, .csv (units kept, quantiles flattened).
+"""
+from __future__ import annotations
+
+from ._common import names
 
 
 def register(sub):
-    parser = sub.add_parser("catalog", help="(not yet available)")
-    parser.set_defaults(func=_run)
+    p = sub.add_parser("catalog", help="query, export, merge, calibrate catalogs", description=__doc__.split("\n\n")[0])
+    cmds = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
+
+    q = cmds.add_parser("query", help="stars satisfying an expression, printed or written to a file")
+    q.add_argument("catalog")
+    q.add_argument("expr", help='e.g. "teff > 5000 and feh < -1 and f_reject < 0.5"')
+    q.add_argument("--columns", type=names, default=None, help="comma-separated columns (default: all), e.g. teff,teff_p16,teff_p84")
+    q.add_argument("--out", default=None, help="write to .fits/.parquet/.vot/.csv instead of printing")
+    q.add_argument("--overwrite", action="store_true")
+    q.add_argument("--max-rows", type=int, default=20, help="rows to print without --out (default 20; -1: all)")
+    q.set_defaults(func=_query)
+
+    e = cmds.add_parser("export", help="write a catalog (or the stars satisfying --where) as FITS/Parquet/VOTable/CSV")
+    e.add_argument("catalog")
+    e.add_argument("out", help="output file; the format follows the suffix (.fits .parquet .vot .csv)")
+    e.add_argument("--columns", type=names, default=None)
+    e.add_argument("--where", default=None, help="a query expression")
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(func=_export)
+
+    m = cmds.add_parser("merge", help="merge the catalogs of several runs into one Zarr catalog")
+    m.add_argument("out")
+    m.add_argument("catalogs", nargs="+")
+    m.add_argument("--on-duplicate", choices=("error", "first"), default="error", help="a star_id in several inputs: error (default) or keep the first")
+    m.add_argument("--overwrite", action="store_true")
+    m.set_defaults(func=_merge)
+
+    c = cmds.add_parser("calibrate", help="apply a stored, named Eq. B.1 bias calibration as new columns <label>_cal")
+    c.add_argument("catalog")
+    c.add_argument("calibration", help="a calibration name (searched in $GRIDKIT_CALIBRATIONS, ~/.config/gridkit/calibrations) or a JSON path")
+    c.add_argument("--out", default=None, help="write the calibrated catalog here (.zarr or an export format); default: add the columns to the catalog in place")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(func=_calibrate)
+
+    i = cmds.add_parser("info", help="size, labels, columns and provenance of a catalog")
+    i.add_argument("catalog")
+    i.set_defaults(func=_info)
 
 
-def _run(args):
-    from ..errors import GridkitError
+def _query(args):
+    import catalogs
 
-    raise GridkitError("gridkit catalog is not available yet")
+    cat = catalogs.open(args.catalog)
+    sel = catalogs.query(cat, args.expr, columns=args.columns)
+    n = sel.sizes["star"]
+    if args.out:
+        catalogs.export(sel, args.out, columns=args.columns, overwrite=args.overwrite)
+        print(f"{n} star(s) of {cat.sizes['star']} written to {args.out}")
+    else:
+        table = catalogs.to_table(sel, args.columns)
+        table.pprint(max_lines=-1 if args.max_rows < 0 else args.max_rows + 4, max_width=-1)
+        print(f"{n} star(s) of {cat.sizes['star']}")
+    return 0
+
+
+def _export(args):
+    import catalogs
+
+    path = catalogs.export(catalogs.open(args.catalog), args.out, columns=args.columns, where=args.where, overwrite=args.overwrite)
+    print(f"written: {path}")
+    return 0
+
+
+def _merge(args):
+    import catalogs
+
+    merged = catalogs.merge(args.catalogs, args.out, on_duplicate=args.on_duplicate, overwrite=args.overwrite, progress=True)
+    print(f"{merged.sizes['star']} star(s) from {len(args.catalogs)} catalog(s) written to {args.out}")
+    return 0
+
+
+def _calibrate(args):
+    from pathlib import Path
+
+    import catalogs
+    from catalogs.calibrate import write_in_place
+
+    cat = catalogs.open(args.catalog)
+    out = catalogs.calibrate(cat, args.calibration)
+    new = [k for k in out.data_vars if k not in cat.data_vars]
+    if args.out is None:
+        write_in_place(args.catalog, out, new, overwrite=args.overwrite)
+        print(f"added {', '.join(new)} to {args.catalog}")
+    elif str(args.out).endswith(".zarr"):
+        from gridkit.store import write_dataset
+
+        if Path(args.out).exists() and not args.overwrite:
+            from gridkit.errors import StoreError
+
+            raise StoreError(f"--out {args.out} exists; pass --overwrite to replace it")
+        n = out.sizes["star"]
+        write_dataset(out.drop_indexes("star_id").reset_coords("star_id"), args.out, dim="star", region_size=max(1, min(n, 65536)),
+                      overwrite=args.overwrite, progress=False)
+        print(f"calibrated catalog written: {args.out}")
+    else:
+        catalogs.export(out, args.out, overwrite=args.overwrite)
+        print(f"calibrated catalog written: {args.out}")
+    return 0
+
+
+def _info(args):
+    import catalogs
+
+    print(catalogs.info(catalogs.open(args.catalog)))
+    return 0

@@ -1,12 +1,42 @@
-"""`gridkit infer` (being built: its issue's owner replaces this module)."""
+"""`gridkit infer model_dir survey.zarr --out catalog.zarr`: posterior summaries of every star of a survey.
+
+Tasks over chunks of stars on a Dask cluster (a LocalCluster by default, `--scheduler` for an existing one,
+e.g. from dask-jobqueue with one worker per GPU started with `--resources GPU=1`); the model is loaded once
+per worker; rerunning the same command resumes and skips finished chunks. See docs/survey.md.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+
+from ._common import add_cluster_options, add_overwrite
 
 
 def register(sub):
-    parser = sub.add_parser("infer", help="(not yet available)")
-    parser.set_defaults(func=_run)
+    p = sub.add_parser("infer", help="infer stellar labels for every star of a survey (restartable)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("model_dir", help="model directory written by `gridkit train`")
+    p.add_argument("survey", help="survey store (from `gridkit fourmostify` or `gridkit mock-survey`)")
+    p.add_argument("--out", required=True, help="catalog Zarr store to write (resumed if the same job made it)")
+    p.add_argument("--samples", type=int, default=4096, help="posterior samples per star (default: 4096)")
+    p.add_argument("--chunk", type=int, default=None, help="stars per task and per Zarr chunk (default: the survey's chunk, at most 1024)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the catalog is a function of (model, survey, samples, seed)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA on workers with the GPU resource")
+    p.add_argument("--gpu-workers", action="store_true", help="LocalCluster only: give each local worker the resource GPU=1 (one worker per GPU)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_cluster_options(p)
+    add_overwrite(p)
+    p.set_defaults(func=_run)
 
 
 def _run(args):
-    from ..errors import GridkitError
+    from cinn.survey import infer
 
-    raise GridkitError("gridkit infer is not available yet")
+    from ._common import cluster_from_args
+
+    command = "gridkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with cluster_from_args(args, resources={"GPU": 1} if args.gpu_workers else None) as client:
+        out = infer(args.model_dir, args.survey, args.out, samples=args.samples, chunk=args.chunk, seed=args.seed, client=client,
+                    overwrite=args.overwrite, progress=not args.no_progress, command=command, device=args.device)
+    print(f"catalog written: {out}")
+    return 0

@@ -1,12 +1,27 @@
-"""`gridkit mock-survey` (being built: its issue's owner replaces this module)."""
+"""`gridkit mock-survey cube.zarr --snr 250 --out survey.zarr`: a survey from a degraded grid that keeps the
+true labels (`true_<label>`) for evaluation; the test split of `--model-dir` by default, else every model."""
+from __future__ import annotations
+
+from ._common import add_overwrite
 
 
 def register(sub):
-    parser = sub.add_parser("mock-survey", help="(not yet available)")
-    parser.set_defaults(func=_run)
+    p = sub.add_parser("mock-survey", help="make a survey with known labels from a degraded grid", description=__doc__)
+    p.add_argument("cube", help="degraded cube flux(model, snr, wavelength), or a noiseless grid (noise is then added)")
+    p.add_argument("--out", required=True, help="survey Zarr store to write")
+    p.add_argument("--snr", type=float, default=250.0, help="S/N per Angstrom (must be one of the cube's; default 250)")
+    p.add_argument("--model-dir", default=None, help="take the models of this model directory's recorded split")
+    p.add_argument("--split", choices=("train", "test", "validation"), default="test", help="which split of --model-dir (default: test)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (noiseless grids only)")
+    p.add_argument("--chunk", type=int, default=None, help="stars per Zarr chunk (default 1024)")
+    add_overwrite(p)
+    p.set_defaults(func=_run)
 
 
 def _run(args):
-    from ..errors import GridkitError
+    from cinn.survey import mock_survey
 
-    raise GridkitError("gridkit mock-survey is not available yet")
+    out = mock_survey(args.cube, args.out, snr=args.snr, split=args.split, model_dir=args.model_dir, seed=args.seed,
+                      chunk=args.chunk, overwrite=args.overwrite, progress=True)
+    print(f"survey written: {out}")
+    return 0

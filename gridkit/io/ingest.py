@@ -160,7 +160,7 @@ def ingest(
     model_ids = np.arange(n)
     template = xr.Dataset(
         {"flux": ((MODEL, WAVELENGTH), da.zeros((n, wl0.size), dtype=np.float32, chunks=(region, wl0.size)), dict(FLUX_ATTRS)),
-         "source_file": ((MODEL,), np.array([f.name for f in files]), {"long_name": "source spectrum file"})},
+         "source_file": ((MODEL,), np.array([f.name for f in files], dtype=object), {"long_name": "source spectrum file"})},
         coords={MODEL: (MODEL, model_ids, {"long_name": "model id"}), WAVELENGTH: (WAVELENGTH, wl0, wavelength_attrs(medium))},
     )
     for c in sorted(labels, key=lambda k: (LABEL_NAMES.index(k) if k in LABEL_NAMES else 99, k)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: Kernels are truncated at this many sigma (the weight lost there is < 1e-8, and is renormalised).
@@ -62,3 +62,50 @@ def gaussian_lsf_lnlambda(flux: np.ndarray, dlnlam: float, resolving_power: floa
     """
     sigma = kernel_sigma_lnlambda(resolving_power, input_resolving_power) / float(dlnlam)
     return convolve_rows(flux, gaussian_kernel(sigma))
+
+
+def gaussian_lsf_matrix(wavelength: np.ndarray, resolving_power: float, input_resolving_power: float = math.inf,
+                        truncate: float = TRUNCATE) -> sparse.csr_matrix:
+    """The same Gaussian LSF (FWHM = lambda/R, in ln lambda) for rows sampled on any increasing grid, as a
+    sparse (n, n) matrix: flux_out = M @ flux. Row i holds G(ln lambda_j - ln lambda_i) times the ln-lambda
+    width of pixel j, normalised to 1 (a Riemann sum of the convolution integral on the samples themselves:
+    no interpolation of the spectrum). Block-diagonal over the segments of the axis (never across a gap).
+    On a uniform ln lambda grid it equals the discrete convolution with `gaussian_kernel`, away from the edges."""
+    from .lnlambda import segments
+    from .rebin import bin_edges
+
+    wl = np.asarray(wavelength, dtype=np.float64)
+    sigma = kernel_sigma_lnlambda(resolving_power, input_resolving_power)
+    lo, hi = bin_edges(wl)
+    x = np.log(wl)
+    q = np.log(hi) - np.log(lo)  # ln-lambda width of each pixel
+    rows_all, cols_all, vals_all = [], [], []
+    for seg in segments(wl):
+        xs = x[seg]
+        j0 = np.searchsorted(xs, xs - truncate * sigma, side="left")
+        j1 = np.searchsorted(xs, xs + truncate * sigma, side="right")
+        counts = j1 - j0
+        rows = np.repeat(np.arange(xs.size), counts)
+        cols = np.repeat(j0, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+        w = np.exp(-0.5 * ((xs[cols] - xs[rows]) / sigma) ** 2) * q[seg][cols]
+        w /= np.bincount(rows, weights=w, minlength=xs.size)[rows]
+        rows_all.append(rows + seg.start)
+        cols_all.append(cols + seg.start)
+        vals_all.append(w)
+    return sparse.csr_matrix((np.concatenate(vals_all), (np.concatenate(rows_all), np.concatenate(cols_all))), shape=(wl.size, wl.size))
+
+
+_MATRICES: dict = {}
+
+
+def cached_lsf_matrix(wavelength: np.ndarray, resolving_power: float, input_resolving_power: float = math.inf) -> sparse.csr_matrix:
+    """`gaussian_lsf_matrix`, built once per (grid, R, R_in) in this process and reused."""
+    import hashlib
+
+    wl = np.ascontiguousarray(wavelength, dtype=np.float64)
+    key = (hashlib.sha1(wl.tobytes()).hexdigest(), float(resolving_power), float(input_resolving_power))
+    if key not in _MATRICES:
+        if len(_MATRICES) > 16:
+            _MATRICES.clear()
+        _MATRICES[key] = gaussian_lsf_matrix(wl, resolving_power, input_resolving_power)
+    return _MATRICES[key]

@@ -7,9 +7,9 @@ backend. The model, per star:
 - one characteristic line-forming layer at T = 0.88 Teff, whose electron pressure Pe, neutral hydrogen density
   N_H and H- continuum opacity kappa_c scale with Teff, log g and [Fe/H] (simple power laws, see `atmosphere`);
 - per line, the line-to-continuum opacity ratio at line centre (`line_centre_strength`):
-  eta0 = C gf 10^(A(X)-12) f_stage 10^(-theta chi_low) lambda^2 / (Delta lambda_D kappa_c), with theta = 5040/T,
-  Saha ionisation between stages I and II (partition functions set to their ground-state weights' ratio 2),
-  Boltzmann excitation, A(X) = A_sun(X) + [Fe/H] + [X/Fe] (Grevesse et al. 2007 solar abundances);
+  eta0 = C gf 10^(A(X)-12) f_stage 10^(-theta chi_low) lambda^2 / (U_stage Delta lambda_D kappa_c), theta = 5040/T,
+  Saha ionisation between stages I and II and Boltzmann excitation with partition functions fixed at their
+  ~5000 K values, A(X) = A_sun(X) + [Fe/H] + [X/Fe] (Grevesse et al. 2007 solar abundances);
 - a Voigt profile H(a, v) (Faddeeva function) with Doppler width from thermal motion (T) and vmic, and damping
   a from radiative plus van der Waals broadening by neutral hydrogen (gamma_6 from the line list, scaling with
   N_H): wings matter for the strongest lines; each line is evaluated only within a window sized for it;
@@ -40,7 +40,7 @@ C_KMS = 2.99792458e5
 K_B = 1.380649e-16
 AMU = 1.66054e-24
 T_FRACTION = 0.88  # line-forming layer temperature / Teff
-LOG_C = 11.25  # overall line-strength constant: solar mean line depth (5200-6700 A) matches the UVES Sun, 6700-6720 A matches the Turbospectrum benchmark
+LOG_C = 12.6  # overall line-strength constant: solar mean line depth (5200-6700 A) matches the UVES Sun, 6700-6720 A matches the Turbospectrum benchmark
 LOG_PE_SUN, LOG_NH_SUN = 1.0, 17.2
 #: ((lo, hi), ...) the arms the 4MOST HR pipeline degrades to, with margins (like the shared real grid)
 DEFAULT_RANGES = ((5150.0, 5740.0), (6090.0, 6800.0))
@@ -51,6 +51,8 @@ BALMER = ((6562.797, 0.710), (4861.323, -0.020), (4340.462, -0.447), (4101.734, 
 BALMER_CHI, BALMER_WINDOW = 10.199, 100.0
 #: Balmer lines form over a deep range of layers: their single-layer sensitivity to T and Pe is damped to this fraction
 BALMER_DAMPING = 0.5
+#: log10 of the Balmer strength X of the Sun's H alpha (fitted with the wing constants to the UVES Sun)
+BALMER_LOG_X_SUN = 1.04
 MASS = {"H": 1.008, "Li": 6.94, "C": 12.011, "N": 14.007, "O": 15.999, "Na": 22.99, "Mg": 24.305, "Al": 26.98, "Si": 28.085,
         "S": 32.06, "K": 39.10, "Ca": 40.078, "Sc": 44.96, "Ti": 47.867, "V": 50.94, "Cr": 51.996, "Mn": 54.938,
         "Fe": 55.845, "Co": 58.93, "Ni": 58.69, "Cu": 63.55, "Zn": 65.38, "Sr": 87.62, "Y": 88.91, "Zr": 91.22,
@@ -79,23 +81,28 @@ def doppler_width(wavelength, T, mass_amu, vmic):
     return np.asarray(wavelength) / C_KMS * np.sqrt(v2)
 
 
-def stage_fraction(ion, chi_ion, atm) -> np.ndarray:
-    """Fraction of an element in stage `ion` (1 = neutral, 2 = singly ionised), Saha with U_II/U_I = 1."""
-    log_r = math.log10(2.0) + 2.5 * math.log10(atm["T"]) - atm["theta"] * np.asarray(chi_ion) - 0.1762 - atm["log_pe"]
+def stage_fraction(ion, chi_ion, atm, log_u1=0.0, log_u2=0.0) -> np.ndarray:
+    """Fraction of an element in stage `ion` (1 = neutral, 2 = singly ionised) from the Saha equation
+    log(N_II Pe / N_I) = log(2 U_II / U_I) + 2.5 log T - theta chi_ion - 0.1762; log_u1, log_u2: log10 partition functions."""
+    log_r = (math.log10(2.0) + np.asarray(log_u2) - np.asarray(log_u1) + 2.5 * math.log10(atm["T"]) - atm["theta"] * np.asarray(chi_ion)
+             - 0.1762 - atm["log_pe"])
     r = 10.0 ** np.clip(log_r, -30, 30)
     return np.where(np.asarray(ion) == 1, 1.0 / (1.0 + r), r / (1.0 + r))
 
 
-def line_centre_strength(wavelength, chi_low, loggf, ion, log_abund, chi_ion, z_or_mass, teff, logg, feh, vmic, *, masses=None):
+def line_centre_strength(wavelength, chi_low, loggf, ion, log_abund, chi_ion, z_or_mass, teff, logg, feh, vmic, *, masses=None,
+                         log_u1=0.0, log_u2=0.0):
     """Line-to-continuum opacity ratio eta0 at line centre, per line (arrays), for one star.
 
     wavelength [A], chi_low [eV], loggf, ion (1|2), log_abund = A(X), chi_ion [eV]; `masses` [amu] (default
-    2 z + 4 from `z_or_mass`); teff [K], logg, feh [dex], vmic [km/s]."""
+    2 z + 4 from `z_or_mass`); log_u1, log_u2: log10 partition functions of stages I and II; teff [K],
+    logg, feh [dex], vmic [km/s]. Lower-level population: N_X f_stage g_low 10^(-theta chi_low) / U_stage."""
     atm = atmosphere(teff, logg, feh)
     mass = masses if masses is not None else 2.0 * np.asarray(z_or_mass) + 4.0
     dld = doppler_width(wavelength, atm["T"], mass, vmic)
-    f = stage_fraction(ion, chi_ion, atm)
-    log_eta = (LOG_C + np.asarray(loggf) + np.asarray(log_abund) - 12.0 + np.log10(f) - atm["theta"] * np.asarray(chi_low)
+    f = stage_fraction(ion, chi_ion, atm, log_u1, log_u2)
+    log_u = np.where(np.asarray(ion) == 1, log_u1, log_u2)
+    log_eta = (LOG_C + np.asarray(loggf) + np.asarray(log_abund) - 12.0 + np.log10(f) - log_u - atm["theta"] * np.asarray(chi_low)
                + 2 * np.log10(np.asarray(wavelength) / 5000.0) - np.log10(dld) - atm["log_kc"])
     return 10.0**log_eta
 
@@ -141,7 +148,7 @@ def balmer_opacity(wavelength, teff, logg, feh, vmic, lines=BALMER):
         dld = float(doppler_width(centre, atm["T"], MASS["H"], vmic))
         width = (centre / 6562.8) ** 2 * (0.6 * nh_rel + 0.4 * ne_rel ** (2.0 / 3.0))  # [A]
         log_x = _balmer_log_strength(loggf, centre, atm, f_neutral, dld)
-        strength = 10.0 ** (_BALMER_SUN + BALMER_DAMPING * (log_x - _BALMER_SUN) + loggf - BALMER[0][1])
+        strength = 10.0 ** (BALMER_LOG_X_SUN + BALMER_DAMPING * (log_x - _BALMER_SUN) + loggf - BALMER[0][1])
         taper = (1.0 - (x / BALMER_WINDOW) ** 2) ** 2
         eta[lo:hi] += strength * (3.0 * np.exp(-((x / dld) ** 2)) + 0.065 * (1.0 + (x / width) ** 2) ** -0.65) * taper
     return eta
@@ -268,7 +275,7 @@ class AnalyticSynthesizer:
 
     def _lines(self) -> dict:
         if "lines" not in self._cache:
-            from .linelist import SOLAR_ABUNDANCES, load_lines
+            from .linelist import PARTITION, SOLAR_ABUNDANCES, load_lines
 
             lines = dict(load_lines(self.linelist))
             el = lines["element"]
@@ -278,6 +285,8 @@ class AnalyticSynthesizer:
             lines["a_sun"] = np.array([SOLAR_ABUNDANCES[e][1] for e in el])
             lines["chi_ion"] = np.array([SOLAR_ABUNDANCES[e][2] for e in el])
             lines["mass"] = np.array([MASS[e] for e in el])
+            lines["log_u1"] = np.array([PARTITION[e][0] for e in el])
+            lines["log_u2"] = np.array([PARTITION[e][1] for e in el])
             lines["label"] = np.array([ABUNDANCE_LABELS.get(e, "") for e in el])
             self._cache["lines"] = lines
         return self._cache["lines"]
@@ -293,7 +302,8 @@ class AnalyticSynthesizer:
             for teff, logg, feh in ((4200.0, 1.5, 0.5), (4800.0, 4.7, 0.5), (6800.0, 4.7, 0.5), (6800.0, 3.6, 0.5)):
                 atm = atmosphere(teff, logg, feh)
                 s = line_centre_strength(lam, lines["chi_low"], lines["loggf"], lines["ion"], lines["a_sun"] + feh + 0.5,
-                                         lines["chi_ion"], None, teff, logg, feh, 1.0, masses=lines["mass"])
+                                         lines["chi_ion"], None, teff, logg, feh, 1.0, masses=lines["mass"],
+                                         log_u1=lines["log_u1"], log_u2=lines["log_u2"])
                 dld = doppler_width(lam, atm["T"], lines["mass"], 1.0)
                 a = damping_parameter(lam, dld, lines["gamma_rad"], lines["log_gamma6"], atm)
                 v_wing = np.sqrt(s * a / (math.sqrt(math.pi) * 1e-3))  # eta(v) = eta0 a / (sqrt(pi) v^2) = 1e-3
@@ -317,7 +327,8 @@ class AnalyticSynthesizer:
         offset = _label_offsets(lines["label"][use], p)
         log_abund = lines["a_sun"][use] + p["feh"] + offset
         eta0 = line_centre_strength(lam, lines["chi_low"][use], lines["loggf"][use], lines["ion"][use], log_abund,
-                                    lines["chi_ion"][use], None, p["teff"], p["logg"], p["feh"], p["vmic"], masses=lines["mass"][use])
+                                    lines["chi_ion"][use], None, p["teff"], p["logg"], p["feh"], p["vmic"], masses=lines["mass"][use],
+                                    log_u1=lines["log_u1"][use], log_u2=lines["log_u2"][use])
         dld = doppler_width(lam, atm["T"], lines["mass"][use], p["vmic"])
         a = damping_parameter(lam, dld, lines["gamma_rad"][use], lines["log_gamma6"][use], atm)
         # line_idx indexes the full table; map to positions in `use`

@@ -49,6 +49,14 @@ SOLAR_ABUNDANCES = {
     "Zn": (30, 4.60, 9.394), "Sr": (38, 2.92, 5.695), "Y": (39, 2.21, 6.217), "Zr": (40, 2.58, 6.634),
     "Ba": (56, 2.17, 5.212),
 }
+#: log10 partition functions (U_I, U_II) near 5000 K (theta = 1; approximate, after Gray's tables), held fixed.
+PARTITION = {
+    "Li": (0.32, 0.0), "C": (0.97, 0.77), "N": (0.60, 0.95), "O": (0.94, 0.60), "Na": (0.31, 0.0), "Mg": (0.0, 0.31),
+    "Al": (0.77, 0.0), "Si": (0.98, 0.75), "S": (0.91, 0.60), "K": (0.34, 0.0), "Ca": (0.07, 0.34), "Sc": (1.08, 1.36),
+    "Ti": (1.47, 1.75), "V": (1.55, 1.60), "Cr": (1.02, 0.86), "Mn": (0.81, 0.88), "Fe": (1.40, 1.60), "Co": (1.45, 1.45),
+    "Ni": (1.47, 1.00), "Cu": (0.33, 0.03), "Zn": (0.0, 0.30), "Sr": (0.10, 0.34), "Y": (1.00, 1.20), "Zr": (1.50, 1.70),
+    "Ba": (0.40, 0.60),
+}
 _BY_Z = {z: sym for sym, (z, _, _) in SOLAR_ABUNDANCES.items()}
 ISOTOPE_FRACTIONS = {
     (3, 7): 1.0, (3, 6): 0.0,  # stellar Li is 7Li
@@ -127,7 +135,8 @@ def select_lines(rows: list[dict], min_strength: float = MIN_STRENGTH) -> list[d
         log_abund = np.array([SOLAR_ABUNDANCES[e][1] + feh for e in elements])
         s = line_centre_strength(cols["wavelength"], cols["chi_low"], cols["loggf"], cols["ion"], log_abund,
                                  np.array([SOLAR_ABUNDANCES[e][2] for e in elements]),
-                                 np.array([SOLAR_ABUNDANCES[e][0] for e in elements]), teff, logg, feh, vmic)
+                                 np.array([SOLAR_ABUNDANCES[e][0] for e in elements]), teff, logg, feh, vmic,
+                                 log_u1=np.array([PARTITION[e][0] for e in elements]), log_u2=np.array([PARTITION[e][1] for e in elements]))
         strength = np.maximum(strength, s)
     li = (elements == "Li") & (np.abs(cols["wavelength"] - 6707.8) < 0.5)
     keep = in_range & ((strength >= min_strength) | li)

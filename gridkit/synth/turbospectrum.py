@@ -239,7 +239,8 @@ class TurbospectrumSynthesizer:
             for k, (a, b) in enumerate(self.wavelength_ranges):
                 t0 = time.perf_counter()
                 result = f"spec{k}.txt"
-                self._run("bsyn_lu", _bsyn_input(atm, lab, abundances, a, b, self.step, self._linelist_paths(), result), work, result, lab)
+                lists = [ts_linelist.trimmed(p, a, b) if not p.endswith("Hlinedata") else p for p in self._linelist_paths()]
+                self._run("bsyn_lu", _bsyn_input(atm, lab, abundances, a, b, self.step, lists, result), work, result, lab)
                 timing["bsyn"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 parts.append(_read_spectrum(work / result, a, b, self.step))

@@ -1,0 +1,199 @@
+"""The published chain (`degrade`) and its store (`degrade_store`, `gridkit degrade`): equivalent widths kept
+by every step, the final LSF, the cube's data model, restartability bit for bit, bad input refused before
+anything is written, and the shared real-physics grid."""
+import importlib
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import gridkit
+from gridkit import instruments
+from gridkit.cli import main
+from gridkit.errors import ConfigError, GridError, StoreError
+from gridkit.kernels import rebin as kr
+from gridkit.schema import LABEL_NAMES
+
+D = importlib.import_module("gridkit.degrade")  # the module (gridkit.degrade is the function)
+LINES = (5170.0, 5400.0, 5720.0, 6110.0, 6500.0, 6780.0)
+
+
+def base_grid(n=4, vbroad=(0.0, 6.0, 14.0, 25.0), sigma=0.02, depth=0.7):
+    """A base grid like the shared one: 0.02 A steps over 5150-5740 and 6090-6800 A in one axis, lines in both arms."""
+    wl = np.concatenate([np.arange(5150.0, 5740.0, 0.02), np.arange(6090.0, 6800.0, 0.02)])
+    one = np.ones(wl.size)
+    for c in LINES:
+        one -= depth * np.exp(-0.5 * ((wl - c) / sigma) ** 2)
+    rng = np.random.default_rng(0)
+    labels = {name: rng.uniform(0.1, 1.0, n) for name in LABEL_NAMES}
+    labels["vbroad"] = np.resize(np.asarray(vbroad, float), n)
+    return gridkit.from_arrays(wl, np.repeat(one[None], n, 0), labels, model=np.arange(100, 100 + n))
+
+
+def equivalent_widths(ds, half=2.5):
+    wl = ds.wavelength.values
+    width = kr.pixel_widths(wl)
+    fl = np.asarray(ds.flux.values, dtype=float)
+    return np.array([[((1 - f) * width)[np.abs(wl - c) < half].sum() for c in LINES] for f in fl])
+
+
+def test_equivalent_widths_conserved_by_every_step():
+    ds = base_grid()
+    ref = equivalent_widths(ds)
+    hr = instruments.FOURMOST_HR
+    work = D.working_grid(ds.wavelength.values, hr.select("green,red"))
+    steps = {}
+    x = gridkit.to_resolution(ds, 80_000)
+    steps["R=80000"] = x
+    x = gridkit.rebin(x, work)
+    steps["0.025 A"] = x
+    x = gridkit.rotate(x)
+    steps["rotation"] = x
+    x = gridkit.to_resolution(x, 20_000)
+    steps["R=20000"] = x
+    x = gridkit.rebin(x, hr.wavelength("green,red"))
+    steps["pixels"] = x
+    for name, step in steps.items():
+        np.testing.assert_allclose(equivalent_widths(step.compute()), ref, rtol=0.002, err_msg=name)
+    one_call = gridkit.degrade(ds, snr=None).compute()
+    np.testing.assert_array_equal(one_call.flux.values, x.compute().flux.values)  # degrade is exactly that chain
+
+
+def test_final_lsf_is_the_instruments():
+    ds = base_grid(n=1, vbroad=(0.0,), sigma=0.002)
+    out = gridkit.degrade(ds, snr=None).compute()
+    wl, fl = out.wavelength.values, out.flux.values[0].astype(float)
+    from scipy.optimize import curve_fit
+
+    for c in LINES:
+        m = np.abs(wl - c) < 1.0
+        (cc, s, d), _ = curve_fit(lambda x, c0, s0, d0: 1 - d0 * np.exp(-0.5 * ((x - c0) / s0) ** 2), wl[m], fl[m], p0=(c, 0.1, 0.3))
+        # lambda/R and the two boxcars of the 0.025 A working pixels and the 0.05 A instrument pixels
+        expected = 2.3548 * math.sqrt((c / 20_000 / 2.3548) ** 2 + (0.05**2 + 0.025**2) / 12)
+        assert 2.3548 * abs(s) == pytest.approx(expected, rel=0.01), c
+
+
+def test_cube_data_model_and_laziness():
+    ds = base_grid().chunk({"model": 2})
+    cube = gridkit.degrade(ds, arms="green", snr=[10, 100], seed=5)
+    assert cube.flux.dims == ("model", "snr", "wavelength")
+    assert cube.flux.chunks[0] == (2, 2) and len(cube.flux.chunks[2]) == 1
+    assert cube.sizes["wavelength"] == 11_400
+    assert cube.attrs["instrument"] == "4most-hr" and cube.attrs["arms"] == "green" and cube.attrs["resolving_power"] == 20_000
+    assert cube.snr.attrs["convention"] == "per_angstrom"
+    for name in LABEL_NAMES:
+        np.testing.assert_array_equal(cube[name].values, ds[name].values)
+    gridkit.validate_grid(cube.compute(), kind="cube")
+
+
+def test_store_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    src = tmp_path / "base.zarr"
+    gridkit.write_grid(base_grid(n=5), src)
+    a = D.degrade_store(src, tmp_path / "a.zarr", snr=[12, 250], region_size=2, progress=False)
+    got = gridkit.open_grid(a, kind="cube")
+    direct = gridkit.degrade(xr.open_zarr(src, consolidated=False), snr=[12, 250]).compute()
+    np.testing.assert_array_equal(got.flux.values, direct.flux.values)
+    assert got.flux.encoding["chunks"] == (2, 2, 25_200)
+    # interrupt: region 1 fails, is recorded; rerun resumes and writes the same bytes
+    real = D.DegradeRegion.__call__
+
+    def flaky(self, i, sl):
+        if i == 1:
+            raise RuntimeError("node lost")
+        return real(self, i, sl)
+
+    monkeypatch.setattr(D.DegradeRegion, "__call__", flaky)
+    with pytest.raises(StoreError, match="1 region"):
+        D.degrade_store(src, tmp_path / "b.zarr", snr=[12, 250], region_size=2, progress=False, on_error="record")
+    with pytest.raises(StoreError, match="incomplete"):
+        gridkit.open_grid(tmp_path / "b.zarr")
+    monkeypatch.setattr(D.DegradeRegion, "__call__", real)
+    D.degrade_store(src, tmp_path / "b.zarr", snr=[12, 250], region_size=2, progress=False)
+    np.testing.assert_array_equal(gridkit.open_grid(tmp_path / "b.zarr").flux.values, got.flux.values)
+
+
+def _store_with(tmp_path, name, ds):
+    path = tmp_path / name
+    ds.to_zarr(path, zarr_format=3, consolidated=False)
+    return path
+
+
+def test_bad_input_refused_before_anything_is_written(tmp_path):
+    good = base_grid(n=2)
+    out = tmp_path / "out.zarr"
+    cases = {
+        "nan flux": (good.assign(flux=good.flux.where(good.wavelength != good.wavelength[100])), {}, GridError, "NaN/inf values in 2 model"),
+        "missing label": (good.drop_vars("vbroad"), {}, GridError, "lacks label variable.*vbroad"),
+        "nan label": (good.assign(teff=("model", [np.nan, 1.0])), {}, GridError, "label 'teff' is NaN"),
+        "unsorted": (good.isel(wavelength=np.r_[1, 0, 2:good.sizes["wavelength"]]), {}, GridError, "wavelength must increase"),
+        "non-positive": (good.assign_coords(wavelength=good.wavelength - 5150.0), {}, GridError, "wavelength must be positive"),
+        "R too high": (good, {"input_resolving_power": 15_000}, ConfigError, "must be below the input's resolving power \\(15000\\)"),
+        "outside": (good, {"arms": "blue"}, GridError, "arm 'blue' \\(3926-4355 A\\) is not covered"),
+        "snr": (good, {"snr": [10, 0]}, ConfigError, "snr must be finite and > 0; got 0"),
+    }
+    for name, (ds, kwargs, exc, msg) in cases.items():
+        src = _store_with(tmp_path, name.replace(" ", "_") + ".zarr", ds)
+        with pytest.raises(exc, match=msg):
+            D.degrade_store(src, out, progress=False, **kwargs)
+        assert not out.exists(), name
+    # an existing output: refused unless overwrite
+    out.mkdir()
+    (out / "precious.txt").write_text("mine")
+    src = _store_with(tmp_path, "good.zarr", good)
+    with pytest.raises(StoreError, match="exists; pass overwrite=True"):
+        D.degrade_store(src, out, snr=[10], progress=False)
+    assert (out / "precious.txt").exists()
+    D.degrade_store(src, out, snr=[10], progress=False, overwrite=True)
+    assert gridkit.open_grid(out).sizes["snr"] == 1
+    with pytest.raises(StoreError, match="different job"):
+        D.degrade_store(src, out, snr=[20], progress=False)
+
+
+def test_cli(tmp_path, capsys):
+    src = _store_with(tmp_path, "base.zarr", base_grid(n=3))
+    out = tmp_path / "cube.zarr"
+    assert main(["degrade", str(src), "--out", str(out), "--arms", "red", "--snr", "10,250", "--workers", "0", "--no-progress"]) == 0
+    cube = gridkit.open_grid(out)
+    assert cube.flux.shape == (3, 2, 13_800) and cube.attrs["arms"] == "red"
+    assert main(["degrade", str(src), "--out", str(out), "--snr", "0", "--workers", "0"]) == 2
+    assert "snr must be finite and > 0" in capsys.readouterr().err
+
+
+@pytest.mark.shared
+def test_shared_real_grid(shared_data, tmp_path):
+    grid = xr.open_zarr(shared_data / "tsgrid-lte" / "grid.zarr", consolidated=False)
+    few = grid.isel(model=slice(0, 3)).load()
+    for v in few.variables.values():
+        v.encoding = {}
+    src = _store_with(tmp_path, "few.zarr", few)
+    out = tmp_path / "cube.zarr"
+    assert main(["degrade", str(src), "--out", str(out), "--snr", "30,1000", "--workers", "0", "--no-progress"]) == 0
+    cube = gridkit.open_grid(out)
+    assert cube.flux.shape == (3, 2, 25_200)
+    np.testing.assert_array_equal(cube.model.values, grid.model.values[:3])
+    clean = gridkit.degrade(few, snr=None).compute()
+    assert np.isfinite(clean.flux.values).all()
+    # real lines: the equivalent width over each arm is kept by the chain (0.2 %), continuum stays at 1
+    for arm in instruments.FOURMOST_HR.select("green,red"):
+        m_in = (few.wavelength.values > arm.wl_min + 2) & (few.wavelength.values < arm.wl_max - 2)
+        m_out = (clean.wavelength.values > arm.wl_min + 2) & (clean.wavelength.values < arm.wl_max - 2)
+        ew_in = ((1 - few.flux.values[:, m_in]) * 0.02).sum(axis=1)
+        ew_out = ((1 - clean.flux.values[:, m_out].astype(float)) * 0.05).sum(axis=1)
+        np.testing.assert_allclose(ew_out, ew_in, rtol=0.002)
+    assert np.percentile(clean.flux.values, 99.5) == pytest.approx(1.0, abs=0.01)
+    # the noise at S/N 1000 per A is sigma = flux / (1000 sqrt(0.05)): tiny; at 30 per A it is visible
+    resid = cube.flux.values[:, 0].astype(float) - clean.flux.values
+    assert (resid / clean.flux.values).std() == pytest.approx(1 / (30 * math.sqrt(0.05)), rel=0.02)
+
+
+@pytest.mark.slow
+def test_store_on_a_local_cluster(tmp_path):
+    from gridkit.cluster import dask_client
+
+    src = tmp_path / "base.zarr"
+    gridkit.write_grid(base_grid(n=4), src)
+    with dask_client(n_workers=2, quiet=True) as client:
+        D.degrade_store(src, tmp_path / "c.zarr", snr=[20], region_size=1, client=client, progress=False)
+    D.degrade_store(src, tmp_path / "t.zarr", snr=[20], region_size=1, progress=False)
+    np.testing.assert_array_equal(gridkit.open_grid(tmp_path / "c.zarr").flux.values, gridkit.open_grid(tmp_path / "t.zarr").flux.values)

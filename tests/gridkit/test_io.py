@@ -1,0 +1,92 @@
+"""Readers: the real Turbospectrum benchmark, text and FITS round trips, label tables, clear errors."""
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from gridkit.errors import ConfigError, GridError
+from gridkit.io import read_labels, read_spectrum, write_fits, write_text
+
+SPEC = "turbospectrum-benchmark/5777g4.44z+0.00a+0.00t01_6700-6720_xit1.0.spec"
+
+
+def test_reads_the_turbospectrum_solar_benchmark(shared_data):
+    wl, flux, meta = read_spectrum(shared_data / SPEC)
+    assert meta["format"] == "turbospectrum" and wl.size == 2001
+    assert wl[0] == 6700.0 and wl[-1] == pytest.approx(6720.0) and np.allclose(np.diff(wl), 0.01)
+    assert np.all((flux > 0.3) & (flux <= 1.0001))
+    assert abs(wl[np.argmin(flux)] - 6717.68) < 0.02  # Ca I 6717.68, the deepest solar line here
+    absolute = meta["absolute_flux"]
+    assert absolute.shape == wl.shape and np.all(absolute > 0)
+    # normalised = absolute / continuum: the continuum (absolute / normalised) is smooth
+    cont = absolute / flux
+    assert np.ptp(cont) / cont.mean() < 0.01
+
+
+def test_text_round_trip_and_comma_separated(tmp_path):
+    wl = np.linspace(5000, 5010, 501)
+    flux = 1 - 0.5 * np.exp(-((wl - 5005) / 0.1) ** 2)
+    write_text(tmp_path / "s.txt", wl, flux)
+    w2, f2, meta = read_spectrum(tmp_path / "s.txt")
+    np.testing.assert_allclose(w2, wl, atol=1e-6)
+    np.testing.assert_allclose(f2, flux, rtol=1e-6)
+    assert meta["format"] == "text"
+    (tmp_path / "s.csv").write_text("# wavelength,flux\n" + "\n".join(f"{a},{b}" for a, b in zip(wl, flux)))
+    w3, f3, _ = read_spectrum(tmp_path / "s.csv")
+    np.testing.assert_allclose(f3, flux)
+    (tmp_path / "s.dat").write_text("\n".join(f"{a} {b}" for a, b in zip(wl, flux)))
+    np.testing.assert_allclose(read_spectrum(tmp_path / "s.dat", format="text")[1], flux)
+
+
+@pytest.mark.parametrize("layout", ["table", "image"])
+def test_fits_round_trip(tmp_path, layout):
+    wl = 6000 + 0.02 * np.arange(1000)
+    flux = 1 - 0.3 * np.exp(-((wl - 6010) / 0.2) ** 2)
+    write_fits(tmp_path / "s.fits", wl, flux, layout=layout)
+    w2, f2, meta = read_spectrum(tmp_path / "s.fits")
+    np.testing.assert_allclose(w2, wl, atol=1e-8)
+    np.testing.assert_allclose(f2, flux)
+    assert meta["layout"] == layout
+
+
+def test_fits_log_linear_image_and_nm_units(tmp_path):
+    loglam = np.log10(5000) + 1e-5 * np.arange(300)
+    hdu = fits.PrimaryHDU(np.ones(300))
+    hdu.header.update({"CRVAL1": loglam[0], "CDELT1": 1e-5, "CRPIX1": 1, "DC-FLAG": 1})
+    hdu.writeto(tmp_path / "log.fits")
+    np.testing.assert_allclose(read_spectrum(tmp_path / "log.fits")[0], 10**loglam)
+    t = Table({"WAVE": np.linspace(500, 501, 50), "FLUX": np.ones(50)})
+    t["WAVE"].unit = "nm"
+    t.write(tmp_path / "nm.fits")
+    np.testing.assert_allclose(read_spectrum(tmp_path / "nm.fits")[0], np.linspace(5000, 5010, 50))
+
+
+def test_bad_spectra_are_refused_with_the_file_and_value_named(tmp_path):
+    (tmp_path / "unsorted.txt").write_text("5000.0 1\n5000.2 1\n5000.1 1\n")
+    with pytest.raises(GridError, match=r"unsorted.txt.*increase.*index 2"):
+        read_spectrum(tmp_path / "unsorted.txt")
+    (tmp_path / "neg.txt").write_text("-1 1\n2 1\n")
+    with pytest.raises(GridError, match="positive"):
+        read_spectrum(tmp_path / "neg.txt")
+    (tmp_path / "nan.spec").write_text("5000.0 1 1\n5000.1 nan 1\n")
+    with pytest.raises(GridError, match=r"nan.spec.*NaN"):
+        read_spectrum(tmp_path / "nan.spec")
+    (tmp_path / "x.xyz").write_text("1 1\n2 1\n")
+    with pytest.raises(ConfigError, match="extension"):
+        read_spectrum(tmp_path / "x.xyz")
+    with pytest.raises(GridError, match="does not exist"):
+        read_spectrum(tmp_path / "missing.spec")
+    (tmp_path / "words.txt").write_text("a b\nc d\n")
+    with pytest.raises(GridError, match="words.txt"):
+        read_spectrum(tmp_path / "words.txt")
+
+
+@pytest.mark.parametrize("ext", ["csv", "ecsv", "fits"])
+def test_read_labels_through_astropy(tmp_path, ext):
+    t = Table({"file": ["a.spec", "b.spec"], "teff": [5000.0, 6000.0], "logg": [4.0, 2.5]})
+    path = tmp_path / f"labels.{ext}"
+    t.write(path)
+    labels = read_labels(path)
+    assert list(labels["file"]) == ["a.spec", "b.spec"]
+    np.testing.assert_array_equal(labels["teff"], [5000.0, 6000.0])
+    assert labels["teff"].dtype == np.float64

@@ -1,0 +1,60 @@
+"""A stand-in Posterior with the interface of `cinn.Posterior`, for testing the survey machinery fast and
+without torch: its summaries depend only on (flux, snr, seed, key) like the real one, and it can be slowed
+down per star so that a run can be interrupted mid-way. The real model is tested in test_infer.py."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from gridkit.store import rng_for
+
+QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
+LABELS = ("teff", "logg", "feh")
+
+
+def write_fake_model(model_dir, wavelength, model_id="fake-model-1", delay=0.0) -> Path:
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "fake.json").write_text(json.dumps({"model_id": model_id, "wavelength": list(map(float, wavelength)), "delay": delay}))
+    return model_dir
+
+
+class FakePosterior:
+    label_names = LABELS
+
+    def __init__(self, model_dir):
+        doc = json.loads((Path(model_dir) / "fake.json").read_text())
+        self.model_id = doc["model_id"]
+        self.wavelength = np.asarray(doc["wavelength"])
+        self.delay = float(os.environ.get("FAKE_DELAY", doc["delay"]))
+        self.device = "cpu"
+        self.pid = os.getpid()
+
+    def to(self, device):
+        self.device = device
+        return self
+
+    def summarize(self, flux, snr, n=4096, seed=0, keys=None):
+        flux = np.asarray(flux)
+        keys = np.arange(flux.shape[0]) if keys is None else np.asarray(keys)
+        time.sleep(self.delay * flux.shape[0])
+        depth = 1.0 - flux.mean(axis=1)
+        data, quants = {}, {}
+        for i, name in enumerate(LABELS):
+            draws = np.stack([rng_for(seed, int(k), i).normal(size=n) for k in keys])  # per-star draws
+            centre = {"teff": 5000 + 2000 * depth, "logg": 3 + depth, "feh": -1 + depth}[name]
+            samples = centre[:, None] + draws * (100 if name == "teff" else 0.1)
+            data[name] = (("star",), samples[:, 0])
+            data[f"{name}_quantiles"] = (("star", "quantile"), np.quantile(samples, QUANTILES, axis=1).T)
+        data["f_reject"] = (("star",), np.abs(draws[:, 1]) % 1)
+        data["flag_extrapolated"] = (("star",), draws[:, 2] > 1.5)
+        return xr.Dataset(data, coords={"quantile": list(QUANTILES)})
+
+
+def load_fake(model_dir):
+    return FakePosterior(model_dir)
