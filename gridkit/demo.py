@@ -50,6 +50,9 @@ class DemoConfig:
     #: posterior draws per spectrum for the evaluation and the survey (published: 4096)
     eval_samples: int = 512
     eval_spectra: int | None = None
+    #: the evaluation's saliency maps and posterior predictive check (slower diagnostics)
+    saliency: bool = True
+    ppc: bool = True
     survey_snr: float = 50.0
     infer_samples: int = 1024
     workers: int = 2
@@ -62,7 +65,7 @@ class DemoConfig:
     def quick(cls, **overrides) -> "DemoConfig":
         """A run of about a minute: the whole chain on a few dozen models and a tiny network."""
         base = dict(n_models=64, snr=(50.0, 250.0), epochs=2, batches_per_epoch=4, batch_size=64, network=dict(QUICK_NETWORK),
-                    eval_samples=64, eval_spectra=16, infer_samples=64, survey_snr=250.0, query="teff > 5000 and f_reject < 0.5")
+                    eval_samples=64, eval_spectra=16, saliency=False, ppc=False, infer_samples=64, survey_snr=250.0, query="teff > 5000 and f_reject < 0.5")
         base.update(overrides)
         return cls(**base)
 
@@ -157,14 +160,22 @@ def run_demo(out="demo-output", config: DemoConfig | None = None, *, scheduler: 
         summary["training"] = _training_log(p["model"])
 
     with stage("evaluate", f"test split, {cfg.eval_samples} posterior draws per spectrum -> {p['report']}"):
-        written = evaluate(p["model"], p["cube"], p["report"], samples=cfg.eval_samples, split="test", seed=cfg.seed,
-                           max_spectra=cfg.eval_spectra, figure_snr=max(cfg.snr), progress=progress)
-        summary["evaluation"] = {k: str(v) for k, v in written.items()}
+        done = p["report"] / "evaluation.json"
+        if done.is_file() and done.stat().st_mtime > (p["model"] / "model.json").stat().st_mtime:
+            log("   (already evaluated)")
+            written = json.loads(done.read_text())
+        else:
+            written = evaluate(p["model"], p["cube"], p["report"], samples=cfg.eval_samples, split="test", seed=cfg.seed,
+                               max_spectra=cfg.eval_spectra, figure_snr=max(cfg.snr), saliency=cfg.saliency, ppc=cfg.ppc,
+                               progress=progress)
+            written = {k: str(v) for k, v in written.items()}
+            done.write_text(json.dumps(written, indent=1))
+        summary["evaluation"] = written
 
     with dask_client(scheduler=scheduler, n_workers=cfg.workers, quiet=not progress) as client:
         with stage("mock-survey", f"the test split at S/N {cfg.survey_snr:g} per A, true labels kept -> {p['survey']}"):
             mock_survey(p["cube"], p["survey"], snr=cfg.survey_snr, split="test", model_dir=p["model"], seed=cfg.seed,
-                        overwrite=True, progress=False)
+                        progress=False)
 
         with stage("infer", f"{cfg.infer_samples} draws per star on the Dask cluster -> {p['catalog']}"):
             infer(p["model"], p["survey"], p["catalog"], samples=cfg.infer_samples, chunk=32, seed=cfg.seed, client=client,
@@ -327,7 +338,8 @@ def _plot_catalog(cat, path: Path) -> Path:
         t = cat[f"true_{lab}"].values
         m = cat[lab].values
         qs = cat[f"{lab}_quantiles"].values
-        ax.errorbar(t, m, yerr=[m - qs[:, q.index(0.16)], qs[:, q.index(0.84)] - m], fmt=".", ms=3, lw=0.5, alpha=0.6)
+        yerr = np.clip([m - qs[:, q.index(0.16)], qs[:, q.index(0.84)] - m], 0, None)  # the MAP may lie outside 16-84 %
+        ax.errorbar(t, m, yerr=yerr, fmt=".", ms=3, lw=0.5, alpha=0.6)
         lo, hi = np.nanmin(t), np.nanmax(t)
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xlabel(f"true {lab}")

@@ -16,7 +16,8 @@ def _kind(ds: xr.Dataset) -> str:
 
 
 def open_grid(path, *, kind: str | None = None, chunks: dict | None = None, allow_incomplete: bool = False) -> xr.Dataset:
-    """Open a grid, degraded cube or survey lazily (dask), validate it against the data model.
+    """Open a grid, degraded cube or survey lazily (dask; the per-row label columns are loaded), validate
+    it against the data model.
 
     kind: 'base', 'cube' or 'survey' (default: from the flux dimensions). A store whose writing was
     interrupted is refused unless `allow_incomplete` (rerun the command that made it to resume).
@@ -33,7 +34,12 @@ def open_grid(path, *, kind: str | None = None, chunks: dict | None = None, allo
         if not rs.complete:
             missing = len(rs.regions) - len(rs.done())
             raise StoreError(f"{path} is incomplete ({missing} of {len(rs.regions)} regions not written); rerun the command that made it to resume")
-    return validate_grid(ds, kind=kind or _kind(ds), required_labels=() if kind == "survey" else None if "teff" in ds else ())
+    ds = validate_grid(ds, kind=kind or _kind(ds), required_labels=() if kind == "survey" else None if "teff" in ds else ())
+    # per-row columns (labels, snr, star_id, ...) are small: load them, so that selections by label
+    # (`ds.where(ds.teff > 6000, drop=True)`, `ds.sel(model=ids)`) work without computing indexers first
+    row = ds.flux.dims[0]
+    small = [k for k, v in ds.data_vars.items() if v.dims == (row,)]
+    return ds.assign({k: ds[k].load() for k in small}) if small else ds
 
 
 def write_grid(ds: xr.Dataset, path, *, region_size: int | None = None, overwrite: bool = False, client=None, progress: bool = False) -> Path:
