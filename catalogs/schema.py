@@ -50,7 +50,7 @@ def quantile_suffix(q: float) -> str:
     return f"p{whole:02d}" + (f"_{frac}" if frac else "")
 
 
-_FLAT_QUANTILE = re.compile(r"^(?P<label>.+)_p(?P<whole>\d{2,3})(?:_(?P<frac>\d+))?$")
+_FLAT_QUANTILE = re.compile(r"^(?P<label>.+)_p(?P<whole>\d{1,3})(?:[._](?P<frac>\d+))?$")
 
 
 def label_names(cat: xr.Dataset) -> list[str]:
@@ -112,11 +112,11 @@ def column(cat: xr.Dataset, name: str) -> xr.DataArray:
         if base in cat.variables and QUANTILE in cat.coords:
             qs = np.asarray(cat[QUANTILE].values, dtype=float)
             hit = np.flatnonzero(np.isclose(qs, q, rtol=0, atol=1e-9))
-            if hit.size and quantile_suffix(qs[hit[0]]) == name[len(m["label"]) + 1:]:
+            if hit.size:  # canonical `teff_p02_5`; `teff_p2_5` and `teff_p2.5` are accepted as aliases
                 da = cat[base].isel({QUANTILE: int(hit[0])}, drop=True)
                 attrs = dict(cat[base].attrs)
                 attrs["long_name"] = f"{attrs.get('long_name', m['label'])}, {qs[hit[0]] * 100:g}th percentile of the posterior"
-                return da.rename(name).assign_attrs(attrs)
+                return da.rename(f"{m['label']}_{quantile_suffix(qs[hit[0]])}").assign_attrs(attrs)
     raise GridError(f"unknown column {name!r}; available: {', '.join(flat_columns(cat))}")
 
 

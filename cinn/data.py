@@ -118,7 +118,8 @@ def open_training_store(path, label_names, loader: str = "auto") -> TrainingStor
     mode = ("stored" if is_cube else "dynamic") if loader == "auto" else loader
     if mode == "stored" and not is_cube:
         raise ConfigError(f"loader='stored' needs a cube flux(model, snr, wavelength); {path} is a noiseless grid {dims}: use loader 'dynamic'")
-    labels = np.stack([np.asarray(ds[n].values, dtype=np.float64) for n in label_names], axis=1)
+    lab = ds[list(label_names)].compute()  # one read of the (small) label arrays, not one dask compute per label
+    labels = np.stack([np.asarray(lab[n].values, dtype=np.float64) for n in label_names], axis=1)
     wl = np.asarray(ds.wavelength.values, dtype=np.float64)
     snr = np.asarray(ds[SNR].values, dtype=np.float64) if is_cube else None
     chunks = ds.flux.encoding.get("chunks") or ds.flux.encoding.get("preferred_chunks")
@@ -196,7 +197,26 @@ class CubeStream(torch.utils.data.IterableDataset):
             import zarr
 
             self._array = zarr.open_group(self.path, mode="r", zarr_format=3)["flux"]
+            attrs = dict(self._array.attrs)
+            # CF packing (e.g. uint16 with scale_factor, as in the base-grid schema): decode like xarray would
+            self._scale = float(attrs["scale_factor"]) if "scale_factor" in attrs else None
+            self._offset = float(attrs.get("add_offset", 0.0))
+            fill = attrs.get("_FillValue")
+            self._fill = fill if isinstance(fill, (int, float)) and not isinstance(fill, bool) else None
         return self._array
+
+    def _read(self, key) -> np.ndarray:
+        """flux[key] as float32, CF-decoded (scale_factor/add_offset; integer fill values -> NaN)."""
+        arr = self._flux_array()
+        raw = np.asarray(arr[key])
+        scale = getattr(self, "_scale", None)
+        if scale is None and raw.dtype.kind == "f":
+            return raw.astype(np.float32, copy=False)
+        out = raw.astype(np.float32) * np.float32(scale if scale is not None else 1.0) + np.float32(getattr(self, "_offset", 0.0))
+        fill = getattr(self, "_fill", None)
+        if fill is not None and raw.dtype.kind in "iu":
+            out[raw == fill] = np.nan
+        return out
 
     def samples_per_chunk_pass(self) -> int:
         per_model = (self.snr.size if self.mode == "stored" else self.copies)
@@ -208,13 +228,13 @@ class CubeStream(torch.utils.data.IterableDataset):
         keep = np.flatnonzero(self._in_split[lo:hi])
         arr = self._flux_array()
         if self.mode == "stored":
-            block = np.asarray(arr[lo:hi])[keep]  # (k_models, n_snr, n_wave): one whole chunk read
+            block = self._read(slice(lo, hi))[keep]  # (k_models, n_snr, n_wave): one whole chunk read
             k, n_snr, n_wave = block.shape
             flux = block.reshape(k * n_snr, n_wave)
             snr = np.tile(self.snr, k)
             targets = np.repeat(self.targets[lo + keep], n_snr, axis=0)
         else:
-            block = np.asarray(arr[lo:hi]) if arr.ndim == 2 else np.asarray(arr[lo:hi, self.noiseless_snr_index])
+            block = self._read(slice(lo, hi)) if arr.ndim == 2 else self._read((slice(lo, hi), self.noiseless_snr_index))
             block = block[keep].astype(np.float32, copy=False)
             flux0 = np.repeat(block, self.copies, axis=0)
             a, b = np.log(self.snr_range[0]), np.log(self.snr_range[1])
@@ -228,23 +248,24 @@ class CubeStream(torch.utils.data.IterableDataset):
         return targets, fstd.astype(np.float32, copy=False), sfeat
 
     def _batches(self, parts, rng, final: bool):
-        """Concatenate buffered parts, shuffle, yield full batches (all of them where `final`), return the rest."""
+        """Concatenate buffered parts, shuffle, yield full batches (all of them where `final`), return the rest.
+
+        The shuffle is a permutation of indices: each batch is gathered from the buffer (no shuffled copy of the
+        whole buffer is made), so memory stays at about twice the buffer."""
         t = np.concatenate([p[0] for p in parts])
         f = np.concatenate([p[1] for p in parts])
         s = np.concatenate([p[2] for p in parts])
-        if rng is not None:
-            perm = rng.permutation(t.shape[0])
-            t, f, s = t[perm], f[perm], s[perm]
+        parts[:] = []
+        order = rng.permutation(t.shape[0]) if rng is not None else np.arange(t.shape[0])
         n_full = t.shape[0] // self.batch_size
         for i in range(n_full):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            yield _to_batch(t[sl], f[sl], s[sl])
-        rest = slice(n_full * self.batch_size, None)
-        if final and t.shape[0] > n_full * self.batch_size:
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield _to_batch(t[idx], f[idx], s[idx])
+        rest = order[n_full * self.batch_size:]
+        if rest.size and final:
             yield _to_batch(t[rest], f[rest], s[rest])
-            parts[:] = []
-        else:
-            parts[:] = [(t[rest], f[rest], s[rest])] if t.shape[0] > n_full * self.batch_size else []
+        elif rest.size:
+            parts[:] = [(t[rest], f[rest], s[rest])]
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()

@@ -105,48 +105,42 @@ class FastReverse:
     """Inference path of a trained CINN: the same reverse pass as FrEIA's, for many spectra x many samples.
 
     The condition's contribution to the first layer of every coupling subnet, W_c c + b, is computed once per
-    spectrum (not once per sample), samples of several spectra run as one batch, permutations are index
-    gathers, and no [x, c] concatenation of (samples x n_features) is ever built.
+    spectrum (not once per sample), samples of several spectra can run as one batch, permutations are index
+    gathers, and no [x, c] concatenation of (samples x n_features) is ever built. The split first-layer weights
+    are copied once, contiguous, at construction: build a new FastReverse after changing the model's weights.
     """
 
     def __init__(self, model: CINN):
         import FrEIA.modules as Fm
 
         self.model = model
-        self.steps = []  # in forward order: ("perm", perm_inv) or ("glow", block)
-        for mod in model.flow.module_list:
-            if isinstance(mod, Fm.PermuteRandom):
-                self.steps.append(("perm", mod.perm_inv))
-            elif isinstance(mod, Fm.GLOWCouplingBlock):
-                self.steps.append(("glow", mod))
-            else:  # pragma: no cover - we build the flow ourselves
-                raise TypeError(f"unsupported flow module {type(mod).__name__}")
+        self.steps = []  # in forward order: ("perm", perm_inv) or ("glow", block, ((wx_t, wc_t, b) of subnet1, of subnet2))
+        with torch.no_grad():
+            for mod in model.flow.module_list:
+                if isinstance(mod, Fm.PermuteRandom):
+                    self.steps.append(("perm", mod.perm_inv, None))
+                elif isinstance(mod, Fm.GLOWCouplingBlock):
+                    firsts = tuple(self._split_first(sub, n_x) for sub, n_x in ((mod.subnet1, mod.split_len1), (mod.subnet2, mod.split_len2)))
+                    self.steps.append(("glow", mod, firsts))
+                else:  # pragma: no cover - we build the flow ourselves
+                    raise TypeError(f"unsupported flow module {type(mod).__name__}")
 
     @staticmethod
     def _split_first(subnet: Subnet, n_x: int):
         first: nn.Linear = subnet[0]
-        return first.weight[:, :n_x], first.weight[:, n_x:], first.bias
+        w = first.weight.detach()
+        return w[:, :n_x].t().contiguous(), w[:, n_x:].t().contiguous(), first.bias.detach().clone()
 
     def cond_terms(self, c: torch.Tensor) -> list:
         """Per coupling block, (cc1, cc2): W_c c + b of both subnets' first layers, (n_spec, width)."""
-        out = []
-        for kind, mod in self.steps:
-            if kind != "glow":
-                out.append(None)
-                continue
-            terms = []
-            for subnet, n_x in ((mod.subnet1, mod.split_len1), (mod.subnet2, mod.split_len2)):
-                _, wc, b = self._split_first(subnet, n_x)
-                terms.append(torch.addmm(b, c, wc.t()))
-            out.append(tuple(terms))
-        return out
+        return [None if kind != "glow" else tuple(torch.addmm(b, c, wc_t) for _, wc_t, b in firsts)
+                for kind, _, firsts in self.steps]
 
     @staticmethod
-    def _subnet(subnet: Subnet, x: torch.Tensor, cc: torch.Tensor, n_x: int) -> torch.Tensor:
+    def _subnet(subnet: Subnet, wx_t: torch.Tensor, x: torch.Tensor, cc: torch.Tensor) -> torch.Tensor:
         """subnet([x, c]) with the condition term precomputed: x (S, n, n_x), cc (S, width) -> (S*n, out)."""
-        first: nn.Linear = subnet[0]
-        s, n, _ = x.shape
-        h = torch.matmul(x, first.weight[:, :n_x].t())
+        s, n, n_x = x.shape
+        h = torch.matmul(x.reshape(s * n, n_x), wx_t).reshape(s, n, -1)
         h = torch.relu_(h.add_(cc[:, None, :])).reshape(s * n, -1)
         for layer in list(subnet)[2:]:
             h = layer(h)
@@ -158,16 +152,16 @@ class FastReverse:
         cterms = self.cond_terms(c)
         x = z.float()
         logdet = torch.zeros(s, n, dtype=torch.float32, device=z.device)
-        for (kind, mod), cc in zip(reversed(self.steps), reversed(cterms)):
+        for (kind, mod, firsts), cc in zip(reversed(self.steps), reversed(cterms)):
             if kind == "perm":
                 x = x[..., mod]
                 continue
             l1, l2 = mod.split_len1, mod.split_len2
             x1, x2 = x[..., :l1], x[..., l1:]
-            a1 = self._subnet(mod.subnet1, x1, cc[0], l1).reshape(s, n, -1)
+            a1 = self._subnet(mod.subnet1, firsts[0][0], x1.contiguous(), cc[0]).reshape(s, n, -1)
             s1 = mod.clamp * mod.f_clamp(a1[..., :l2])
             y2 = (x2 - a1[..., l2:]) * torch.exp(-s1)
-            a2 = self._subnet(mod.subnet2, y2, cc[1], l2).reshape(s, n, -1)
+            a2 = self._subnet(mod.subnet2, firsts[1][0], y2.contiguous(), cc[1]).reshape(s, n, -1)
             s2 = mod.clamp * mod.f_clamp(a2[..., :l1])
             y1 = (x1 - a2[..., l1:]) * torch.exp(-s2)
             logdet -= s1.sum(-1) + s2.sum(-1)

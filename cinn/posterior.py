@@ -1,8 +1,14 @@
 """The posterior API: `load(model_dir)` -> Posterior with sample / log_prob / summarize.
 
-Reproducibility across chunking: the latent draws of spectrum j are `rng_for(seed, keys[j])`
-standard normals (keys default to 0..n_spec-1), generated per spectrum, so a survey processed in any
-chunking and batch size gives identical samples, MAPs and quantiles.
+Reproducibility across chunking (what a restartable survey needs): the latent draws of spectrum j are
+`rng_for(seed, keys[j])` standard normals (keys default to 0..n_spec-1), and every spectrum goes through the
+network in a pass of its own shape, independent of what else is in the call: on CPU one spectrum per pass
+(condition and samples in fresh, aligned buffers; a spectrum's n samples in blocks of `SAMPLE_BLOCK`), on GPU
+groups of a fixed number of spectra, the last group padded to that size. Batched matrix products give
+different float rounding for different batch shapes and memory alignments; with shapes fixed per spectrum,
+a spectrum's samples, MAP and quantiles are bit-identical whatever the chunking, batch size or memory cap
+(same machine, torch build and thread count; on GPU for a fixed memory cap). Spectra are not batched on CPU:
+n = 4096 samples already make large matrices, so batching spectra gains nothing there.
 
 MAP rule (the published one, the default): among the n samples inside the training bounds, the one of
 highest posterior density under the flow, log q(x|y) = log N(z) - log|det dx/dz|, computed by the reverse
@@ -26,7 +32,13 @@ from .model import CINN, FastReverse, log_normal
 from .transforms import InputScaler, LabelTransform
 
 QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
-DEFAULT_MEMORY_CAP = 1 << 30  # bytes of activations per batch of samples
+DEFAULT_MEMORY_CAP = 1 << 30  # bytes of activations per pass (GPU groups of spectra; host memory of summarize)
+#: samples of one spectrum per reverse pass: a constant (not the memory cap), so results never depend on it
+SAMPLE_BLOCK = 4096
+#: at most this many spectra per pass on GPU (1 on CPU)
+MAX_GROUP = 64
+#: spectra per feature-network pass on GPU in log_prob (1 on CPU)
+COND_GROUP = 256
 
 
 class Posterior:
@@ -107,19 +119,46 @@ class Posterior:
                             "resample with `gridkit fourmostify` (gridkit.fourmostify) first")
 
     # -- core ------------------------------------------------------------------------------------
+    def _bytes_per_sample(self) -> int:
+        return 4 * (4 * self.model.config.subnet_width + 8 * len(self.label_names))
+
     def _spectra_per_batch(self, n: int) -> int:
-        cfg: CINNConfig = self.model.config
-        per_sample = 4 * (4 * cfg.subnet_width + 8 * len(self.label_names))
-        return max(1, int(self.memory_cap // max(per_sample * n, 1)))
+        """Spectra whose samples fit the memory cap (host-side batching of summarize)."""
+        return max(1, int(self.memory_cap // max(self._bytes_per_sample() * n, 1)))
+
+    def _group_size(self, n: int) -> int:
+        """Spectra per network pass: 1 on CPU; on GPU as many as the memory cap allows (fixed for given n and cap)."""
+        if not self.batch_spectra:
+            return 1
+        fit = int(self.memory_cap // max(self._bytes_per_sample() * min(n, SAMPLE_BLOCK), 1))
+        return max(1, min(MAX_GROUP, fit))  # capped: the last group of a call is padded to this size
+
+    def _fresh(self, array: np.ndarray) -> torch.Tensor:
+        """A new tensor on the device (torch's own, aligned allocation) holding `array`: a pass never reads a view
+        at an offset that depends on the chunking."""
+        out = torch.empty(array.shape, dtype=torch.float32, device=self.device)
+        out.copy_(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)))
+        return out
+
+    def _padded(self, array: np.ndarray, size: int) -> np.ndarray:
+        """`array` (m, ...) padded to `size` rows with copies of its first row (so a pass always has the same shape)."""
+        if array.shape[0] == size:
+            return array
+        return np.concatenate([array, np.repeat(array[:1], size - array.shape[0], axis=0)])
+
+    def _cond_rows(self, values: np.ndarray, snr: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Feature-network inputs of spectra lo..hi, each computed on its own (numpy's vectorised log10 may round
+        the tail of an array differently from its body: no result may depend on a spectrum's position)."""
+        return np.concatenate([self.scaler.condition_input(values[j:j + 1], snr[j:j + 1]) for j in range(lo, hi)])
 
     @torch.inference_mode()
     def _conditions(self, values: np.ndarray, snr: np.ndarray) -> torch.Tensor:
-        """Feature-network conditions (n_spec, n_features), computed spectrum by spectrum unless batching
-        spectra (GPU): a batched matmul's rounding can depend on the batch size, and results must not
-        depend on how a survey is chunked."""
-        cond_in = torch.from_numpy(self.scaler.condition_input(values, snr)).to(self.device)
-        step = 4096 if self.batch_spectra else 1
-        return torch.cat([self.model.condition(cond_in[i:i + step]) for i in range(0, cond_in.shape[0], step)])
+        """Feature-network conditions (n_spec, n_features), in groups of COND_GROUP on GPU (1 on CPU), padded."""
+        S = values.shape[0]
+        g = COND_GROUP if self.batch_spectra else 1
+        out = [self.model.condition(self._fresh(self._padded(self._cond_rows(values, snr, i, min(S, i + g)), g)))[:min(g, S - i)]
+               for i in range(0, S, g)]
+        return torch.cat(out)
 
     def _latents(self, keys: np.ndarray, n: int, seed: int) -> np.ndarray:
         d = len(self.label_names)
@@ -127,26 +166,33 @@ class Posterior:
 
     @torch.inference_mode()
     def _sample_flow(self, values, snr, keys, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """(y (S, n, d) in flow space, log q (S, n)) via the fast path, under the memory cap.
+        """(y (S, n, d) in flow space, log q (S, n)) via the fast path.
 
-        On CPU spectra go one at a time (n samples already make large matrices) so every spectrum's result
-        is bit-identical whatever the batch; on GPU (`batch_spectra`) several spectra share a batch."""
-        c = self._conditions(values, snr)
+        Spectra go through in groups of `_group_size(n)` (1 on CPU), the last group padded; a spectrum's n
+        samples in blocks of SAMPLE_BLOCK. Every pass has a shape that depends on n only, so each spectrum's
+        result is bit-identical whatever else is in the call (see the module docstring)."""
         S, d = values.shape[0], len(self.label_names)
         ys = np.empty((S, n, d), dtype=np.float32)
         lq = np.empty((S, n), dtype=np.float32)
-        per = self._spectra_per_batch(n) if self.batch_spectra else 1
-        n_step = max(1, min(n, int(self.memory_cap // (4 * (4 * self.model.config.subnet_width + 8 * d)))))
-        for lo in range(0, S, per):
-            hi = min(S, lo + per)
-            z = torch.from_numpy(self._latents(keys[lo:hi], n, seed)).to(self.device)
-            for a in range(0, n, n_step):  # a spectrum's samples in pieces only when n alone exceeds the cap
-                b = min(n, a + n_step)
-                y, logdet = self._fast.reverse(z[:, a:b], c[lo:hi])
-                logq = log_normal(z[:, a:b].reshape(-1, d)).reshape(hi - lo, b - a) - logdet
-                ys[lo:hi, a:b] = y.cpu().numpy()
-                lq[lo:hi, a:b] = logq.cpu().numpy()
+        g = self._group_size(n)
+        block = min(n, SAMPLE_BLOCK)
+        for lo in range(0, S, g):
+            hi = min(S, lo + g)
+            m = hi - lo
+            c = self.model.condition(self._fresh(self._padded(self._cond_rows(values, snr, lo, hi), g)))
+            z_all = self._padded(self._latents(keys[lo:hi], n, seed), g)
+            for a in range(0, n, block):
+                b = min(n, a + block)
+                z = self._fresh(z_all[:, a:b])
+                y, logdet = self._fast.reverse(z, c)
+                logq = log_normal(z.reshape(-1, d)).reshape(g, b - a) - logdet
+                ys[lo:hi, a:b] = y[:m].cpu().numpy()
+                lq[lo:hi, a:b] = logq[:m].cpu().numpy()
         return ys, lq
+
+    def _inside(self, phys: np.ndarray) -> np.ndarray:
+        """Samples inside the training label bounds (..., n) bool."""
+        return np.all((phys >= self.bounds[:, 0]) & (phys <= self.bounds[:, 1]), axis=-1)
 
     # -- public ----------------------------------------------------------------------------------
     def sample(self, flux, snr, n: int = 4096, seed: int = 0, keys=None) -> np.ndarray:
@@ -191,15 +237,14 @@ class Posterior:
             hi = min(S, lo + per)
             y, lq = self._sample_flow(values[lo:hi], s[lo:hi], k[lo:hi], n, seed)
             phys = self.label_transform.inverse(y)  # (b, n, d)
-            inside = np.all((phys >= self.bounds[:, 0]) & (phys <= self.bounds[:, 1]), axis=-1)
+            inside = self._inside(phys)
             f_reject[lo:hi] = 1.0 - inside.mean(axis=1)
+            best = map_index(lq, inside)
             for j in range(hi - lo):
-                keep = inside[j]
-                if not keep.any():
+                if best[j] < 0:
                     continue
-                pj = phys[j][keep]
-                maps[lo + j] = pj[int(np.argmax(lq[j][keep]))]
-                quants[lo + j] = np.quantile(pj, QUANTILES, axis=0).T
+                maps[lo + j] = phys[j, best[j]]
+                quants[lo + j] = np.quantile(phys[j][inside[j]], QUANTILES, axis=0).T
         return self._dataset(maps, quants, f_reject, dim, flux)
 
     def _dataset(self, maps, quants, f_reject, dim, flux) -> xr.Dataset:
@@ -214,6 +259,14 @@ class Posterior:
         data["f_reject"] = ((dim,), f_reject, {"units": "1", "long_name": "fraction of posterior samples outside the training label bounds"})
         data["flag_extrapolated"] = ((dim,), f_reject > 0.5, {"long_name": "more than half of the samples outside the training bounds"})
         return xr.Dataset(data, coords=coords, attrs={"model_id": self.model_id})
+
+
+def map_index(logq: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """The published MAP rule: per spectrum, the index of the sample of highest flow density among those inside
+    the training bounds; -1 where none is inside. logq, inside: (S, n)."""
+    masked = np.where(inside, logq, -np.inf)
+    best = np.argmax(masked, axis=1)
+    return np.where(inside.any(axis=1), best, -1)
 
 
 def _check_n(n) -> int:
@@ -238,13 +291,15 @@ def load(model_dir, device: str | torch.device = "cpu") -> Posterior:
     return Posterior(model, meta, extras, Path(model_dir)).to(device)
 
 
-def reference_summarize(post: Posterior, flux, snr, n: int = 4096, seed: int = 0, keys=None) -> tuple[np.ndarray, np.ndarray]:
+def reference_summarize(post: Posterior, flux, snr, n: int = 4096, seed: int = 0, keys=None,
+                        return_index: bool = False) -> tuple[np.ndarray, ...]:
     """The straightforward approach, for benchmarks and tests: FrEIA's reverse pass spectrum by spectrum with the
-    condition repeated n times. Returns (MAP (S, d) physical, log q (S, n))."""
+    condition repeated n times. Returns (MAP (S, d) physical, log q (S, n)) [, MAP sample index (S,) with return_index]."""
     values, s, k, _ = post._inputs(flux, snr, keys)
     d = len(post.label_names)
     maps = np.full((values.shape[0], d), np.nan)
     lqs = np.empty((values.shape[0], n), dtype=np.float32)
+    idx = np.full(values.shape[0], -1, dtype=np.int64)
     with torch.inference_mode():
         for j in range(values.shape[0]):
             cond_in = torch.from_numpy(post.scaler.condition_input(values[j:j + 1], s[j:j + 1])).to(post.device)
@@ -253,11 +308,11 @@ def reference_summarize(post: Posterior, flux, snr, n: int = 4096, seed: int = 0
             y, logdet = post.model.flow(z, c=[c], rev=True)
             lq = (log_normal(z) - logdet).cpu().numpy()
             phys = post.label_transform.inverse(y.cpu().numpy())
-            inside = np.all((phys >= post.bounds[:, 0]) & (phys <= post.bounds[:, 1]), axis=-1)
             lqs[j] = lq
-            if inside.any():
-                maps[j] = phys[inside][int(np.argmax(lq[inside]))]
-    return maps, lqs
+            idx[j] = map_index(lq[None], post._inside(phys)[None])[0]
+            if idx[j] >= 0:
+                maps[j] = phys[idx[j]]
+    return (maps, lqs, idx) if return_index else (maps, lqs)
 
 
-__all__ = ["Posterior", "load", "QUANTILES", "reference_summarize"]
+__all__ = ["Posterior", "load", "QUANTILES", "SAMPLE_BLOCK", "map_index", "reference_summarize"]

@@ -40,7 +40,7 @@ OUTPUT_DTYPE = np.float32
 _LOCK = threading.Lock()
 _POSTERIORS: dict = {}
 _SURVEYS: dict = {}
-LOADS = {"count": 0}  # how many times this process loaded a model (tests check "once per worker")
+LOADS: dict = {"count": 0}  # models loaded by this process: in all, and per model dir (tests check "once per worker")
 
 
 def default_loader(model_dir):
@@ -83,6 +83,7 @@ def cached_posterior(model_dir, model_id: str, loader: Callable | None = None, d
             _limit_threads()
             _POSTERIORS[key] = post
             LOADS["count"] += 1
+            LOADS[key[0]] = LOADS.get(key[0], 0) + 1
     return post
 
 
@@ -121,14 +122,26 @@ class InferChunk:
         flux = np.asarray(survey["flux"].isel({STAR: sl}).values, dtype=np.float32)
         snr = np.asarray(survey["snr"].isel({STAR: sl}).values, dtype=np.float64)
         keys = np.arange(sl.start, sl.stop, dtype=np.int64)  # the star's index in the survey: chunking-independent draws
-        summary = post.summarize(flux, snr, n=self.samples, seed=self.seed, keys=keys)
+        # a spectrum with missing pixels (NaN from `gridkit fourmostify` outside its coverage) is not inferred:
+        # its row gets NaN summaries, f_reject 1 and flag_missing_flux, and the rest of the chunk goes on
+        ok = np.isfinite(flux).all(axis=1) & np.isfinite(snr) & (snr > 0)
+        n, nq = flux.shape[0], len(QUANTILES)
         out = {}
+        summary = post.summarize(flux[ok], snr[ok], n=self.samples, seed=self.seed, keys=keys[ok]) if ok.any() else None
         for name in self.label_names:
-            out[name] = ((STAR,), np.asarray(summary[name].values, dtype=OUTPUT_DTYPE))
-            q = summary[f"{name}_quantiles"].transpose(..., "quantile")
-            out[f"{name}_quantiles"] = ((STAR, "quantile"), np.asarray(q.values, dtype=OUTPUT_DTYPE))
-        out["f_reject"] = ((STAR,), np.asarray(summary["f_reject"].values, dtype=OUTPUT_DTYPE))
-        out["flag_extrapolated"] = ((STAR,), np.asarray(summary["flag_extrapolated"].values, dtype=bool))
+            maps, quants = np.full(n, np.nan, dtype=OUTPUT_DTYPE), np.full((n, nq), np.nan, dtype=OUTPUT_DTYPE)
+            if summary is not None:
+                maps[ok] = np.asarray(summary[name].values, dtype=OUTPUT_DTYPE)
+                quants[ok] = np.asarray(summary[f"{name}_quantiles"].transpose(..., "quantile").values, dtype=OUTPUT_DTYPE)
+            out[name] = ((STAR,), maps)
+            out[f"{name}_quantiles"] = ((STAR, "quantile"), quants)
+        f_reject, flag = np.ones(n, dtype=OUTPUT_DTYPE), np.ones(n, dtype=bool)
+        if summary is not None:
+            f_reject[ok] = np.asarray(summary["f_reject"].values, dtype=OUTPUT_DTYPE)
+            flag[ok] = np.asarray(summary["flag_extrapolated"].values, dtype=bool)
+        out["f_reject"] = ((STAR,), f_reject)
+        out["flag_extrapolated"] = ((STAR,), flag)
+        out["flag_missing_flux"] = ((STAR,), ~ok)
         return xr.Dataset(out, coords={STAR: np.arange(sl.start, sl.stop)})
 
 
@@ -227,7 +240,7 @@ def _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, com
     import gridkit
 
     labels = tuple(post.label_names)
-    reserved = set(labels) | {f"{x}_quantiles" for x in labels} | {"f_reject", "flag_extrapolated", "quantile"}
+    reserved = set(labels) | {f"{x}_quantiles" for x in labels} | {"f_reject", "flag_extrapolated", "flag_missing_flux", "quantile"}
     data = {}
     for name in labels:
         attrs = label_attrs(name)
@@ -239,12 +252,14 @@ def _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, com
                                    {"units": "1", "long_name": "fraction of posterior samples outside the training label bounds"})
     data["flag_extrapolated"] = xr.Variable((STAR,), da.zeros(n, dtype=bool, chunks=chunk),
                                             {"units": "1", "long_name": "more than half of the posterior samples outside the training label bounds"})
+    data["flag_missing_flux"] = xr.Variable((STAR,), da.zeros(n, dtype=bool, chunks=chunk),
+                                            {"units": "1", "long_name": "spectrum has non-finite flux or S/N: not inferred (labels NaN, f_reject 1)"})
     data.update(_passthrough(survey, reserved))
     attrs = {
         "title": "gridkit stellar-label catalog",
         "Conventions": "CF-1.10",
         "model_id": str(post.model_id),
-        "model_hash": str(post.model_id),
+        "model_hash": _model_hash(post),
         "model_dir": str(Path(model_dir).resolve()),
         "survey": str(Path(survey_path).resolve()),
         "gridkit_version": gridkit.__version__,
@@ -263,6 +278,13 @@ def _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, com
                 "quantile": ("quantile", np.array(QUANTILES), {"long_name": "posterior quantile", "units": "1"})},
         attrs=attrs,
     )
+
+
+def _model_hash(post) -> str:
+    """sha256 of the model's weights file as recorded in its model.json (the model id is its first 16 hex digits)."""
+    files = (getattr(post, "meta", None) or {}).get("files") or {}
+    digest = next((str(v) for v in files.values() if isinstance(v, str) and len(v) == 64), None)
+    return f"sha256:{digest}" if digest else str(post.model_id)
 
 
 def gpu_resources(client) -> dict | None:
@@ -312,6 +334,23 @@ def infer(
     seed = _check_int("seed", seed, 0)
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    import dask
+
+    # the preparation below reads small per-star columns: in this process, not as hundreds of tiny tasks on the cluster
+    with dask.config.set(scheduler="synchronous"):
+        store, make_region, labels = _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrite, progress, command,
+                                              loader, device)
+    failures = _store.write_regions(store, make_region, client=client, n_threads=n_threads, on_error="record", progress=progress,
+                                    desc="infer", resources=gpu_resources(client))
+    if failures:
+        first = sorted(failures)[0]
+        raise StoreError(f"{len(failures)} of {len(store.regions)} chunk(s) of {out} failed (rerun the same command to retry them); "
+                         f"chunk {first}: {failures[first]}")
+    return Path(out)
+
+
+def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrite, progress, command, loader, device):
+    """Validate everything, write the template (or find the one to resume); return (store, make_region, labels)."""
     model_dir, survey_path, out = Path(model_dir), Path(survey_path), Path(out)
     if not model_dir.is_dir():
         raise StoreError(f"model_dir {model_dir} does not exist or is not a directory")
@@ -338,20 +377,12 @@ def infer(
         done = len(store.done())
         print(f"gridkit infer: {n} stars in {len(store.regions)} chunks of {chunk}"
               + (f"; resuming, {done} chunk(s) already done" if resumed else "") + f" -> {out}", file=sys.stderr)
-        if client is not None:
-            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
     if client is None and _worker_device(device) == "cpu":  # local threads share this process's copy
         with _LOCK:
             _POSTERIORS.setdefault((str(model_dir.resolve()), model_id, "cpu"), post)
     del post  # distributed workers load their own copy, once per worker process, never shipped with the tasks
     make_region = InferChunk(model_dir.resolve(), model_id, survey_path.resolve(), samples, seed, labels, loader=loader, device=device)
-    failures = _store.write_regions(store, make_region, client=client, n_threads=n_threads, on_error="record", progress=progress,
-                                    desc="infer", resources=gpu_resources(client))
-    if failures:
-        first = sorted(failures)[0]
-        raise StoreError(f"{len(failures)} of {len(store.regions)} chunk(s) of {out} failed (rerun the same command to retry them); "
-                         f"chunk {first}: {failures[first]}")
-    return out
+    return store, make_region, labels
 
 
 def _refuse_other_model(out: Path, post, model_dir) -> None:

@@ -195,7 +195,7 @@ class Trainer:
                         sums += [float(loss.detach()), float(nll.detach()), float(rev.detach())]
                         n_ok += 1
                     bar.update(1)
-                    bar.set_postfix(loss=f"{float(loss):.3f}", epoch=epoch + 1)
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", epoch=epoch + 1)
                 del loader
                 v_nll, v_rev = self.validate()
                 tr = sums / max(n_ok, 1)

@@ -39,6 +39,8 @@ INTERMEDIATE_RESOLVING_POWER = 80_000.0
 #: Pixel step (A) of the working grid between the two convolutions (a ln lambda grid no coarser than this).
 WORKING_STEP = 0.025
 PER_ANGSTROM, PER_PIXEL = noise.PER_ANGSTROM, noise.PER_PIXEL
+#: The ceiling of a DER_SNR estimate (a noise-free spectrum measures as infinite S/N; a survey needs a finite one).
+MAX_ESTIMATED_SNR = 10_000.0
 SNR_CONVENTION_TEXT = {
     PER_ANGSTROM: "S/N per Angstrom; per pixel it is snr * sqrt(pixel width / 1 Angstrom); noise sigma = flux / (S/N per pixel)",
     PER_PIXEL: "S/N per pixel; noise sigma = flux / snr",
@@ -153,6 +155,8 @@ def _lsf_block(flux, *, wl, resolving_power, input_resolving_power, missing):
         if x.size >= 3 and lnlambda.is_uniform_lnlambda(x):  # one fixed kernel: a plain convolution
             dl = float(np.log(x[-1] / x[0]) / (x.size - 1))
             out[..., seg] = lsf.gaussian_lsf_lnlambda(flux[..., seg], dl, resolving_power, input_resolving_power)
+        elif x.size >= 3 and lsf.is_uniform_linear(x):  # constant step in A: blocks of (almost) constant kernel
+            out[..., seg] = lsf.gaussian_lsf_linear(flux[..., seg], x, resolving_power, input_resolving_power)
         else:  # the same Gaussian in ln lambda on the samples themselves (sparse matrix, no interpolation)
             m = lsf.cached_lsf_matrix(x, resolving_power, input_resolving_power)
             out[..., seg] = _rebin.apply_matrix(m, flux[..., seg])
@@ -711,6 +715,7 @@ def fourmostify_file(path, input_resolving_power=None, *, instrument="4most-hr",
     if not np.isfinite(s):  # estimate it from the data: DER_SNR per pixel -> per Angstrom
         width = np.median(_rebin.pixel_widths(res[WAVELENGTH].values))
         s = float(der_snr(f)) / math.sqrt(width) if snr_convention == PER_ANGSTROM else float(der_snr(f))
+        s = min(s, MAX_ESTIMATED_SNR)  # a noise-free input has no measurable noise (DER_SNR = inf)
     return {"flux": f, "snr": s, "n_missing": int(np.isnan(f).sum()), "n_duplicates": int(ds.attrs["n_duplicate_wavelengths"]),
             "ra": float(meta.get("ra", np.nan)), "dec": float(meta.get("dec", np.nan))}
 
@@ -809,7 +814,7 @@ def fourmostify_store(
         {
             "flux": (("star", WAVELENGTH), dsa.zeros((n, target.size), dtype=np.float32, chunks=(region_size, -1)), {"long_name": "continuum-normalised flux", "units": "1", "missing": "NaN"}),
             "snr": (("star",), dsa.zeros(n, chunks=region_size), {"long_name": "signal-to-noise ratio", "convention": snr_convention,
-                                                                  "source": "given" if snr is not None or input_snr is not None else "DER_SNR estimate"}),
+                                                                  "source": "given" if snr is not None or input_snr is not None else f"DER_SNR estimate (at most {MAX_ESTIMATED_SNR:g})"}),
             "n_missing": (("star",), dsa.zeros(n, dtype=np.int32, chunks=region_size), {"long_name": "missing (NaN) pixels on the instrument grid"}),
             "n_duplicate_wavelengths": (("star",), dsa.zeros(n, dtype=np.int32, chunks=region_size),
                                         {"long_name": "input samples at a repeated wavelength, merged into their mean"}),

@@ -171,7 +171,7 @@ def validate_grid(ds: xr.Dataset, *, kind: str = "base", required_labels: Iterab
         snr = np.asarray(ds["snr"].values, dtype=float)
         if not np.all(np.isfinite(snr)) or np.any(snr <= 0):
             raise GridError("survey snr must be finite and > 0 for every star")
-        ids = np.asarray(ds["star_id"].values).astype(str)
+        ids = np.array([str(x) for x in np.asarray(ds["star_id"].values).ravel()])  # also numpy StringDType (zarr v3 strings)
         uniq, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
             raise GridError(f"star_id must be unique; duplicated: {', '.join(uniq[counts > 1][:5])}")

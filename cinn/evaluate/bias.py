@@ -10,8 +10,10 @@ against the catalog's own Teff (the one known for every star the calibration is 
 
 `fit_bias_calibration` matches a catalog to a reference table (e.g. the Gaia FGK benchmark stars,
 `../shared/data/gaia-benchmark-stars/gbs_v3_lite.fits`), fits a, b per label and returns the named
-calibration; `write_calibration` stores it as JSON for `gridkit catalog calibrate`
-in the format of catalogs/calibrate.py (which applies it).
+calibration; `write_calibration` stores it through catalogs.calibrate (Calibration, save_calibration), the
+one format, which `gridkit catalog calibrate` / `catalogs.calibrate.apply` read and apply. The least squares
+itself is `catalogs.calibrate.fit_bias`; this module adds matching by star id, uncertainties and storage.
+CLI: `gridkit evaluate bias CATALOG REFERENCE --out cal.json`.
 """
 from __future__ import annotations
 
@@ -27,55 +29,36 @@ from gridkit.errors import ConfigError, GridError
 
 #: Columns of the Gaia FGK benchmark star table (Soubiran et al. 2024) holding our labels.
 GBS_COLUMNS: dict[str, str] = {"teff": "teff", "logg": "logg", "feh": "fe_h"}
-#: Their uncertainty columns.
-GBS_ERRORS: dict[str, str] = {"teff": "e_teff", "logg": "e_logg"}
 #: Identifier columns of the GBS table tried, in order, when matching a catalog's star_id.
 GBS_ID_COLUMNS: tuple[str, ...] = ("hip", "hd", "source_id_gaiadr3", "tmass_id")
 
 
-def fit_linear_offset(teff, delta, sigma=None) -> dict:
-    """Least-squares fit of delta = a * teff + b (Eq. B.1) for one label.
+def fit_linear_offset(teff, delta) -> dict:
+    """Least-squares fit of delta = a * teff + b (Eq. B.1) for one label, with the parameters' uncertainties.
 
-    teff, delta: (n,) arrays; non-finite pairs are dropped. sigma: optional (n,) 1-sigma uncertainties of
-    delta (weighted fit). Returns {a, b, a_err, b_err, n, rms_before, rms_after}: uncertainties from the
-    covariance of the fit (scaled by the reduced chi-square when unweighted); rms of the offsets before
-    and after subtracting the trend.
+    The fit itself is `catalogs.calibrate.fit_bias` (the one implementation of Eq. B.1's least squares);
+    this adds the standard errors of a and b from the scatter of the residuals (ordinary least squares,
+    s^2 = sum(resid^2) / (n - 2)). teff, delta: (n,) arrays; non-finite pairs are dropped.
+    Returns {a, b, a_err, b_err, n, rms_before, rms_after}.
     """
+    from catalogs.calibrate import fit_bias
+
     t = np.asarray(teff, dtype=float)
     d = np.asarray(delta, dtype=float)
     if t.shape != d.shape or t.ndim != 1:
         raise ConfigError(f"teff and delta must be 1-D of equal length, got shapes {t.shape} and {d.shape}")
-    w = np.ones_like(d) if sigma is None else 1.0 / np.asarray(sigma, dtype=float) ** 2
-    ok = np.isfinite(t) & np.isfinite(d) & np.isfinite(w) & (w > 0)
+    ok = np.isfinite(t) & np.isfinite(d)
     n = int(ok.sum())
     if n < 3:
-        raise ConfigError(f"need at least 3 stars with finite Teff and offset to fit a and b, got {n}")
-    t, d, w = t[ok], d[ok], w[ok]
+        raise ConfigError(f"need at least 3 stars with finite Teff and offset to fit a and b with uncertainties, got {n}")
+    t, d = t[ok], d[ok]
     if np.ptp(t) == 0:
         raise ConfigError(f"all {n} stars have Teff = {t[0]}; a slope in Teff cannot be fitted")
-    # centre Teff for a well-conditioned fit
-    t0 = np.average(t, weights=w)
-    design = np.stack([t - t0, np.ones_like(t)], axis=1)
-    sw = np.sqrt(w)
-    coef, *_ = np.linalg.lstsq(design * sw[:, None], d * sw, rcond=None)
-    a, c = coef
-    b = c - a * t0
-    resid = d - (a * t + b)
-    cov = np.linalg.inv(design.T @ (design * w[:, None]))
-    if sigma is None:
-        cov = cov * (np.sum(resid**2) / max(n - 2, 1))
-    # covariance of (a, b) with b = c - a t0
-    jac = np.array([[1.0, 0.0], [-t0, 1.0]])
-    cov_ab = jac @ cov @ jac.T
-    return {
-        "a": float(a),
-        "b": float(b),
-        "a_err": float(np.sqrt(cov_ab[0, 0])),
-        "b_err": float(np.sqrt(cov_ab[1, 1])),
-        "n": n,
-        "rms_before": float(np.sqrt(np.mean(d**2))),
-        "rms_after": float(np.sqrt(np.mean(resid**2))),
-    }
+    fit = fit_bias(d, np.zeros_like(d), t)
+    resid = d - (fit["a"] * t + fit["b"])
+    s2 = float(np.sum(resid**2)) / (n - 2) if n > 2 else np.nan
+    sxx = float(np.sum((t - t.mean()) ** 2))
+    return {**fit, "a_err": float(np.sqrt(s2 / sxx)), "b_err": float(np.sqrt(s2 * (1.0 / n + t.mean() ** 2 / sxx)))}
 
 
 def _norm_id(value) -> str:
@@ -146,11 +129,9 @@ def fit_bias_calibration(
     name: str,
     labels: Sequence[str] | None = None,
     reference_columns: Mapping[str, str] | None = None,
-    reference_errors: Mapping[str, str] | None = None,
     catalog_id: str = "star_id",
     reference_ids: Sequence[str] | None = None,
     teff_label: str = "teff",
-    weighted: bool = False,
     reference_name: str | None = None,
 ) -> dict:
     """Fit Eq. B.1 (X_cal = X - (a Teff + b)) per label of `catalog` against `reference`.
@@ -160,7 +141,6 @@ def fit_bias_calibration(
         column names are the Gaia FGK benchmark table's (teff, logg, fe_h; ids hip, hd, Gaia DR3 ...).
     labels: labels to calibrate (default: every label present in both, after `reference_columns`).
     reference_columns: label -> reference column (default GBS_COLUMNS, identity for other labels).
-    weighted: weight by the reference uncertainties (`reference_errors`, default GBS_ERRORS) where known.
     Teff in Eq. B.1 is the catalog's Teff (`teff_label`), so the calibration can be applied to any star.
 
     Returns the calibration in catalogs/calibrate.py's format, {name, teff_label, description, reference,
@@ -173,8 +153,6 @@ def fit_bias_calibration(
     ref = _columns(reference)
     refcols = dict(GBS_COLUMNS)
     refcols.update(reference_columns or {})
-    referr = dict(GBS_ERRORS)
-    referr.update(reference_errors or {})
     if catalog_id not in cat:
         raise ConfigError(f"catalog has no id column {catalog_id!r}; columns: {', '.join(sorted(cat)[:20])}")
     if teff_label not in cat:
@@ -196,16 +174,11 @@ def fit_bias_calibration(
         if col not in ref:
             raise ConfigError(f"reference has no column {col!r} for label {lab!r}; pass reference_columns={{{lab!r}: ...}}")
         delta = np.asarray(cat[lab], dtype=float)[i_cat] - _masked_float(ref[col])[i_ref]
-        sigma = None
-        if weighted and referr.get(lab) in ref:
-            sigma = _masked_float(ref[referr[lab]])[i_ref]
-            sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, np.nan)
-        out[lab] = fit_linear_offset(teff, delta, sigma)
+        out[lab] = fit_linear_offset(teff, delta)
     return {
         "name": name,
         "teff_label": teff_label,
-        "description": f"Eq. B.1 (Ksoll et al. 2026) bias calibration X_cal = X - (a * {teff_label} + b), least squares over {len(i_cat)} matched stars"
-        + (" weighted by the reference uncertainties" if weighted else ""),
+        "description": f"Eq. B.1 (Ksoll et al. 2026) bias calibration X_cal = X - (a * {teff_label} + b), least squares over {len(i_cat)} matched stars",
         "reference": reference_name or (str(reference) if isinstance(reference, (str, Path)) else "reference table"),
         "coefficients": {lab: {"a": fit["a"], "b": fit["b"]} for lab, fit in out.items()},
         "fit": out,
@@ -218,30 +191,6 @@ def fit_bias_calibration(
 def _masked_float(col) -> np.ndarray:
     arr = np.ma.asarray(col)
     return np.ma.filled(arr.astype(float), np.nan)
-
-
-def apply_calibration(values: Mapping[str, np.ndarray], calibration: Mapping) -> dict[str, np.ndarray]:
-    """Apply Eq. B.1 to label arrays: X - (a * Teff + b) for every calibrated label, using the
-    uncalibrated Teff for every label (Teff itself included). Other labels pass unchanged."""
-    tl = calibration.get("teff_label", "teff")
-    if tl not in values:
-        raise ConfigError(f"values lack the Teff label {tl!r} that Eq. B.1 needs")
-    teff = np.asarray(values[tl], dtype=float)
-    out = {k: np.asarray(v) for k, v in values.items()}
-    for lab, ab in _coefficients(calibration).items():
-        if lab in values:
-            out[lab] = np.asarray(values[lab], dtype=float) - (ab["a"] * teff + ab["b"])
-    return out
-
-
-def _coefficients(calibration) -> Mapping[str, Mapping[str, float]]:
-    if hasattr(calibration, "coefficients"):
-        return calibration.coefficients
-    if "coefficients" in calibration:
-        return calibration["coefficients"]
-    if "labels" in calibration:  # the minimal {name, labels: {label: {a, b}}} form
-        return calibration["labels"]
-    raise ConfigError("a calibration needs 'coefficients' (label -> {a, b})")
 
 
 def write_calibration(calibration: Mapping, path, *, overwrite: bool = False) -> Path:
@@ -258,10 +207,3 @@ def write_calibration(calibration: Mapping, path, *, overwrite: bool = False) ->
     if path.suffix != ".json":
         path = path / f"{calibration['name']}.json"
     return save_calibration(Calibration.from_dict(json.loads(json.dumps(dict(calibration)))), path, overwrite=overwrite)
-
-
-def read_calibration(path) -> dict:
-    """Read a calibration JSON (catalogs/calibrate.py's format) as a dict."""
-    from catalogs.calibrate import load_calibration
-
-    return load_calibration(path).to_dict()

@@ -26,10 +26,9 @@ PROVENANCE_KEYS = ("synth", "synthesizer", "provenance", "synth_provenance", "ge
 
 
 def _provenance(attrs: Mapping) -> dict:
-    """The generator's provenance dict from a grid's attrs: flat (`backend` at top level) or nested under
-    one of PROVENANCE_KEYS (a dict or a JSON string)."""
-    if "backend" in attrs:
-        return dict(attrs)
+    """The generator's provenance dict from a grid's attrs: nested under one of PROVENANCE_KEYS (a dict or
+    the JSON string `gridkit.synth.synthesize` writes, preferred: it holds the lists too) or flat (`backend`
+    at the top level of the attrs)."""
     for key in PROVENANCE_KEYS:
         v = attrs.get(key)
         if isinstance(v, str):
@@ -39,7 +38,43 @@ def _provenance(attrs: Mapping) -> dict:
                 continue
         if isinstance(v, Mapping) and "backend" in v:
             return dict(v)
-    return {}
+    if "backend" in attrs:
+        return dict(attrs)
+    # grids written before the provenance record (e.g. ../shared/data/tsgrid-lte): the generator named in words
+    text = " ".join(str(attrs.get(k, "")) for k in ("synthesizer", "generator")).lower()
+    backend = "turbospectrum" if "turbospectrum" in text else "analytic" if "analytic" in text else ""
+    if not backend:
+        return {}
+    prov = {"backend": backend, **{k: attrs[k] for k in ("step_angstrom", "wavelength_ranges") if k in attrs}}
+    return prov
+
+
+def _turbospectrum_from_provenance(prov: Mapping):
+    """A TurbospectrumSynthesizer configured like the one that wrote `prov` (wavelength ranges, step, line
+    lists, hydrogen lines, a fixed atmosphere) where those files exist here; defaults otherwise."""
+    from gridkit.synth.turbospectrum import TurbospectrumSynthesizer
+
+    kwargs: dict = {}
+    if prov.get("wavelength_ranges"):
+        kwargs["wavelength_ranges"] = [tuple(float(x) for x in r) for r in prov["wavelength_ranges"]]
+    if prov.get("step_angstrom") is not None:
+        kwargs["step"] = float(prov["step_angstrom"])
+    home = prov.get("turbospectrum_home")
+    if home and Path(str(home)).is_dir():
+        kwargs["home"] = str(home)
+    paths = [str(ll.get("path", "")) if isinstance(ll, Mapping) else str(ll) for ll in prov.get("linelists") or []]
+    kwargs["hydrogen_lines"] = (not paths) or any(p.endswith("Hlinedata") for p in paths)
+    metal = [p for p in paths if p and not p.endswith("Hlinedata")]
+    default_ges = any(p.endswith("nlte_ges_linelist_jmg17feb2022_I_II") for p in metal) and len(metal) == 1
+    if metal and not default_ges:
+        missing = [p for p in metal if not Path(p).is_file()]
+        if missing:
+            raise BackendError(f"the grid's line list(s) {', '.join(missing)} do not exist here")
+        kwargs["linelists"] = metal
+    atm = str(prov.get("atmosphere", ""))
+    if atm.startswith("user file "):
+        kwargs["atmosphere"] = atm[len("user file "):]
+    return TurbospectrumSynthesizer(**kwargs)
 
 
 def generator_from_attrs(attrs: Mapping):
@@ -63,21 +98,10 @@ def generator_from_attrs(attrs: Mapping):
         return AnalyticSynthesizer(**kwargs), ""
     if backend.startswith("turbospectrum"):
         try:
-            import importlib
-
-            mod = importlib.import_module("gridkit.synth.turbospectrum")
-        except ImportError as exc:
-            return None, f"the Turbospectrum backend is not available here ({exc})"
-        factory = getattr(mod, "from_provenance", None) or getattr(getattr(mod, "TurbospectrumSynthesizer", None), "from_provenance", None)
-        if factory is None:
-            return None, "gridkit.synth.turbospectrum cannot rebuild a synthesizer from a grid's provenance (no from_provenance)"
-        try:
-            gen = factory(prov)
-            check = getattr(gen, "check", None) or getattr(gen, "available", None)
-            if callable(check):
-                check()
+            gen = _turbospectrum_from_provenance(prov)
+            gen.check()
             return gen, ""
-        except Exception as exc:  # noqa: BLE001 - missing programs or atmospheres: skip the check, say why
+        except Exception as exc:  # noqa: BLE001 - missing programs, atmospheres or line lists: skip the check, say why
             return None, f"the Turbospectrum backend cannot run here: {exc}"
     return None, f"generator {backend!r} is not supported by the posterior predictive check"
 
@@ -174,7 +198,9 @@ class PPCResult:
             if self.truth_flux is not None:
                 rt = self.observed[i] - self.truth_flux[i]
                 row["rms_truth"] = float(np.sqrt(np.nanmean(rt**2)))
-                row["chi2_truth"] = float(np.nanmean((rt / self.sigma[i]) ** 2))
+                # the cube's noise was drawn with sigma = noiseless flux / (S/N per pixel): at the truth, that flux is truth_flux
+                sigma_t = np.abs(self.truth_flux[i]) * (self.sigma[i] / np.where(self.map_flux[i] != 0, np.abs(self.map_flux[i]), np.nan))
+                row["chi2_truth"] = float(np.nanmean((rt / sigma_t) ** 2))
             for j, n in enumerate(self.label_names):
                 row[f"map_{n}"] = float(self.map_labels[i, j])
             rows.append(row)
@@ -235,7 +261,7 @@ def plot_ppc(res: PPCResult, path, *, model_ids=None, window: float = 25.0, max_
     wl = res.wavelength
     arms = arm_ranges(wl)[:3]
     n = min(res.observed.shape[0], max_spectra)
-    fig = plt.figure(figsize=(5.0 * len(arms), 3.3 * n), constrained_layout=True)
+    fig = plt.figure(figsize=(max(5.5 * len(arms), 8.0), 3.3 * n + 0.4), constrained_layout=True)
     outer = fig.add_gridspec(n, len(arms))
     stats = res.stats()
     for i in range(n):
@@ -252,7 +278,7 @@ def plot_ppc(res: PPCResult, path, *, model_ids=None, window: float = 25.0, max_
             ax.plot(wl[w], res.observed[i, w], color="k", lw=0.7, label="spectrum")
             ax.plot(wl[w], res.map_flux[i, w], color="C3", lw=0.8, label="model at MAP")
             if res.truth_flux is not None:
-                ax.plot(wl[w], res.truth_flux[i, w], color="C2", lw=0.6, ls="--", label="model at truth")
+                ax.plot(wl[w], res.truth_flux[i, w], color="C2", lw=1.0, ls="--", label="model at truth")
             ax.tick_params(labelbottom=False, labelsize=7)
             ax.set_xlim(wl[w][0], wl[w][-1])
             r = res.observed[i, w] - res.map_flux[i, w]
@@ -270,5 +296,6 @@ def plot_ppc(res: PPCResult, path, *, model_ids=None, window: float = 25.0, max_
             ax.set_title(f"spectrum {sid}, S/N {res.snr[i]:g}, {arm}: rms {stats[i]['rms_map']:.4f}, χ²ᵣ {stats[i]['chi2_map']:.2f}", fontsize=8)
             if i == 0 and k == 0:
                 ax.legend(fontsize=6, loc="lower left")
-    fig.suptitle("Posterior predictive check: spectra re-simulated at the MAP and at posterior draws (cf. Fig. 7)", fontsize=10)
+    fig.suptitle("Posterior predictive check (cf. Fig. 7): spectra re-simulated at the MAP and at posterior draws\n"
+                 "with the grid's generator and degradation chain; below each: residual flux, grey = ±1σ noise", fontsize=10)
     return _save(fig, Path(path))

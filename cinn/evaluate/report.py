@@ -14,7 +14,8 @@ Tables (ECSV with units and a description, and the same as CSV; one row per S/N,
   sbc             chi-square p-value of uniform SBC ranks per label
 Figures (PNG): fig4_residuals_vs_snr, fig5_map_vs_truth_snr<S>, figA2_width_vs_snr, figA3_width_vs_feh,
 sbc_ranks_snr<S>, coverage, and where asked saliency (Figs. A.4, A.5) and the posterior predictive check
-(Fig. 7). `report.md` prints the tables in the paper's orientation (labels as rows, S/N as columns).
+(Fig. 7). `summary.md` prints the tables in the paper's orientation (labels as rows, S/N as columns) and lists
+the figures; `summary.json` holds the run's metadata and the 68 % coverage per label at the figure S/N.
 """
 from __future__ import annotations
 
@@ -211,6 +212,42 @@ def markdown_summary(tables: Mapping, labels: Sequence[str], meta: Mapping) -> s
     return "\n".join(lines)
 
 
+def ppc_markdown(stats: Sequence[Mapping], snr: float) -> str:
+    """The posterior predictive check's per-spectrum numbers as a markdown section."""
+    has_truth = "chi2_truth" in stats[0]
+    lines = ["", f"## Posterior predictive check at S/N {snr:g} (cf. Fig. 7)", "",
+             "Residual flux of the spectrum against the model re-simulated at the MAP (and at the true labels): rms, and the reduced "
+             "chi-square with the noise sigma = flux / (S/N per pixel); ~1 when the model explains the spectrum down to the noise.", "",
+             "| spectrum | rms(obs - MAP model) | χ²ᵣ MAP | noise rms |" + (" rms(obs - true model) | χ²ᵣ truth |" if has_truth else "")
+             + " in 68 % band |",
+             "|---|---|---|---|" + ("---|---|" if has_truth else "") + "---|"]
+    for r in stats:
+        lines.append(f"| {r['spectrum']} | {r['rms_map']:.4g} | {r['chi2_map']:.3g} | {r['rms_noise']:.4g} |"
+                     + (f" {r['rms_truth']:.4g} | {r['chi2_truth']:.3g} |" if has_truth else "") + f" {r['frac_in_band68']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+FIGURE_NOTES = {
+    "fig4_residuals_vs_snr": "mean residual and scatter of MAP - truth against S/N (Fig. 4)",
+    "fig5_map_vs_truth": "MAP against truth, 2-D histograms at the figure S/N (Fig. 5)",
+    "figA2_width_vs_snr": "median width of the 68 % interval against S/N (Fig. A.2)",
+    "figA3_width_vs_feh": "median width of the 68 % interval against true [Fe/H] (Fig. A.3)",
+    "sbc_ranks": "SBC rank histograms at the figure S/N: flat = calibrated, U = over-confident, ∩ = under-confident, slope = bias",
+    "coverage_figure": "empirical against nominal coverage of central intervals (diagonal = calibrated)",
+    "fig7_ppc": "posterior predictive check: spectra re-simulated at the MAP and posterior draws, residual flux (Fig. 7)",
+}
+
+
+def figures_markdown(paths: Mapping[str, Path], out_dir: Path) -> str:
+    lines = ["", "## Figures", ""]
+    for key, path in paths.items():
+        if str(path).endswith(".png"):
+            note = FIGURE_NOTES.get(key) or ("saliency: median normalised gradient per label and pixel, lines marked (Figs. A.4, A.5)"
+                                              if key.startswith("saliency_") else "")
+            lines.append(f"- [{Path(path).name}]({Path(path).relative_to(out_dir) if Path(path).is_relative_to(out_dir) else path}): {note}")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------- figures
 def _pyplot():
     import matplotlib
@@ -245,6 +282,21 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _snr_axis(ax, snr=None) -> None:
+    """Log S/N axis with plain tick labels: at the S/N values themselves when there are few, else at
+    1, 2, 5 x 10^k (never overlapping minor labels)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    if snr is not None and 0 < len(snr) <= 6:
+        ax.xaxis.set_major_locator(FixedLocator(np.asarray(snr, dtype=float)))
+    else:
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.08)
+
+
 def plot_residuals_vs_snr(table, labels: Sequence[str], path: Path) -> Path:
     """Fig. 4: mean residual of MAP - truth (points) with its standard deviation (error bars, band) against S/N."""
     fig, axes = _grid(len(labels))
@@ -255,7 +307,7 @@ def plot_residuals_vs_snr(table, labels: Sequence[str], path: Path) -> Path:
         ax.axhline(0, color="0.6", lw=0.8)
         ax.fill_between(snr, m - s, m + s, color="C0", alpha=0.2, lw=0)
         ax.errorbar(snr, m, yerr=s, fmt="o-", ms=3, color="C0", capsize=2)
-        ax.set_xscale("log")
+        _snr_axis(ax, snr)
         ax.set_title(lab, fontsize=9)
         ax.set_ylabel(f"Δ{_axis_label(lab)}", fontsize=8)
         ax.set_xlabel("S/N [per Å]", fontsize=8)
@@ -298,13 +350,14 @@ def plot_width_vs_snr(table, labels: Sequence[str], path: Path) -> Path:
     fig, axes = _grid(len(labels))
     snr = np.asarray(table["snr"], dtype=float)
     for ax, lab in zip(axes, labels):
-        ax.plot(snr, np.asarray(table[lab], dtype=float), "o-", ms=3, color="C1")
-        ax.set_xscale("log")
+        y = np.asarray(table[lab], dtype=float)
+        ax.plot(snr, y, "o-", ms=3, color="C1")
+        _snr_axis(ax, snr)
         ax.set_title(lab, fontsize=9)
         ax.set_ylabel(f"68 % width {_axis_label(lab)}", fontsize=7)
         ax.set_xlabel("S/N [per Å]", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.15 * float(np.nanmax(y)) if np.isfinite(y).any() and np.nanmax(y) > 0 else 1.0)
     fig.suptitle("Median width of the central 68 % credible interval against S/N (cf. Fig. A.2)", fontsize=10)
     return _save(fig, path)
 
@@ -325,6 +378,7 @@ def plot_width_vs_feh(table, labels: Sequence[str], path: Path) -> Path:
         ax.set_ylabel(f"68 % width {_axis_label(lab)}", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.set_ylim(bottom=0)
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.1)
     axes[0].legend(title="S/N", fontsize=6, title_fontsize=7)
     fig.suptitle("Median width of the 68 % credible interval against [Fe/H] (cf. Fig. A.3)", fontsize=10)
     return _save(fig, path)
@@ -342,15 +396,18 @@ def plot_rank_histograms(result: SNRResult, labels: Sequence[str], path: Path, n
     fig, axes = _grid(len(labels), height=2.2)
     x = edges / result.n_samples
     for j, (ax, lab) in enumerate(zip(axes, labels)):
-        ax.fill_between([0, x[-1]], lo, hi, color="0.85", lw=0)
-        ax.axhline(result.n * p, color="0.5", lw=0.8)
-        ax.stairs(counts[:, j], x, color="C0", fill=True, alpha=0.7)
+        ax.stairs(counts[:, j], x, color="C0", fill=True, alpha=0.45)
+        ax.stairs(counts[:, j], x, color="C0", lw=1.2)
+        ax.axhline(result.n * p, color="k", lw=0.8)
+        for bound in (lo, hi):
+            ax.axhline(bound, color="0.35", lw=0.8, ls="--")
         ax.set_title(f"{lab}  (p = {pval[j]:.2g})", fontsize=9)
         ax.set_xlim(0, x[-1])
         ax.set_xlabel("normalised rank of truth", fontsize=7)
         ax.tick_params(labelsize=7)
     fig.suptitle(f"SBC rank histograms at S/N = {result.snr:g} ({result.n} spectra, {result.n_samples} samples each); "
-                 "grey: 99 % band of a calibrated posterior. ∪ = over-confident, ∩ = under-confident, slope = bias", fontsize=9)
+                 "line: expected count, dashed: 99 % band of a calibrated posterior.\n"
+                 "∪ = over-confident, ∩ = under-confident, slope = bias", fontsize=9)
     return _save(fig, path)
 
 
@@ -475,8 +532,8 @@ def evaluate(
     figure_snr: float = REFERENCE_SNR,
     saliency: bool = True,
     saliency_spectra: int = 64,
-    ppc: bool = True,
-    ppc_spectra: int = 4,
+    ppc: int = 0,
+    ppc_draws: int = 16,
     chunk: int = 256,
     device: str = "cpu",
     progress: bool = False,
@@ -489,14 +546,20 @@ def evaluate(
     training split to use ('test', 'validation', 'train'; 'all' or None: every model); a cube other than the
     training cube is used whole. snr: S/N values of the cube to evaluate (default all). max_spectra: use the
     first N selected models only. figure_snr: S/N of the per-spectrum figures (Fig. 5, SBC histograms,
-    saliency, PPC; the nearest available). saliency/ppc: add those diagnostics (PPC where the cube's
-    generator is available). Returns {name: path} of everything written (tables as `<name>_ecsv` and
-    `<name>_csv`, figures, `report_md`, `summary_json`).
+    saliency, PPC; the nearest available). saliency: add the saliency maps (`saliency_spectra` spectra).
+    ppc: number of spectra for the posterior predictive check (0: none; each costs 2 + `ppc_draws`
+    syntheses with the cube's generator, seconds with the analytic one, minutes with Turbospectrum); skipped,
+    with a note, where the cube's generator cannot run here. Returns {name: path} of everything written
+    (tables as `<name>_ecsv` and `<name>_csv`, figures, `summary_md`, `summary_json`).
     """
     from gridkit.grid import open_grid
 
     if not isinstance(samples, (int, np.integer)) or samples < 2:
         raise ConfigError(f"samples must be an integer >= 2, got {samples!r}")
+    if isinstance(ppc, bool):  # the former flag: True = 4 spectra
+        ppc = 4 if ppc else 0
+    if not isinstance(ppc, (int, np.integer)) or ppc < 0:
+        raise ConfigError(f"ppc (spectra for the posterior predictive check) must be an integer >= 0, got {ppc!r}")
     if max_spectra is not None and (not isinstance(max_spectra, (int, np.integer)) or max_spectra < 1):
         raise ConfigError(f"max_spectra must be a positive integer or None, got {max_spectra!r}")
     import cinn
@@ -544,6 +607,7 @@ def evaluate(
     paths.update(make_figures(results, tables, labels, out, figure_snr))
     fig_snr = min(snrs, key=lambda v: abs(math.log(v / figure_snr)))
     notes = []
+    ppc_stats = None
     if saliency:
         from .saliency import saliency_maps, plot_saliency, write_saliency
 
@@ -553,19 +617,21 @@ def evaluate(
         sal.attrs["snr"] = fig_snr
         paths["saliency_zarr"] = write_saliency(sal, out / f"saliency_snr{fig_snr:g}.zarr")
         paths.update(plot_saliency(sal, out, instrument=getattr(post, "instrument", {}), tag=f"snr{fig_snr:g}"))
-    if ppc:
+    if ppc > 0:
         from .ppc import generator_from_attrs, posterior_predictive, plot_ppc
 
         gen, why = generator_from_attrs(cube.attrs)
         if gen is None:
             notes.append(f"posterior predictive check skipped: {why}")
         else:
-            sel = pos[:ppc_spectra]
+            sel = pos[:ppc]
             sub = cube.isel(model=sel).sel(snr=fig_snr)
             res = posterior_predictive(post, sub.flux.values, np.full(sel.size, fig_snr), gen, cube.attrs, wavelength=wl,
-                                       seed=seed, keys=keys[:sel.size], truth=truth_all[:sel.size])
+                                       n_draws=min(int(ppc_draws), int(samples)), samples=int(samples), seed=seed,
+                                       keys=keys[:sel.size], truth=truth_all[:sel.size])
             paths["ppc_csv"] = res.write_table(out / f"ppc_snr{fig_snr:g}.csv")
             paths["fig7_ppc"] = plot_ppc(res, out / f"fig7_ppc_snr{fig_snr:g}.png", model_ids=model_ids[:sel.size])
+            ppc_stats = res.stats()
     meta = {
         "model_id": getattr(post, "model_id", "?"),
         "model_dir": str(getattr(post, "model_dir", model_dir)),
@@ -584,10 +650,13 @@ def evaluate(
         "notes": notes,
     }
     md = markdown_summary(tables, labels, meta)
+    if ppc_stats:
+        md += ppc_markdown(ppc_stats, fig_snr)
+    md += figures_markdown(paths, out)
     if notes:
         md += "\n## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    paths["report_md"] = out / "report.md"
-    paths["report_md"].write_text(md)
+    paths["summary_md"] = out / "summary.md"
+    paths["summary_md"].write_text(md)
     paths["summary_json"] = out / "summary.json"
     paths["summary_json"].write_text(json.dumps({**meta, "files": {k: str(v) for k, v in paths.items()}}, indent=1))
     return paths

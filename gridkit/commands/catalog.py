@@ -3,7 +3,7 @@
     gridkit catalog query catalog.zarr "teff > 5000 and feh < -1 and f_reject < 0.5" --columns teff,teff_p16,feh --out sel.fits
     gridkit catalog export catalog.zarr all.parquet
     gridkit catalog merge merged.zarr run1.zarr run2.zarr
-    gridkit catalog calibrate catalog.zarr my-calibration --out calibrated.fits
+    gridkit catalog calibrate catalog.zarr --calibration my-calibration --out calibrated.fits
     gridkit catalog info catalog.zarr
 
 Queries use a small, safe grammar (comparisons, and/or/not, parentheses, arithmetic, numbers, column
@@ -44,7 +44,8 @@ def register(sub):
 
     c = cmds.add_parser("calibrate", help="apply a stored, named Eq. B.1 bias calibration as new columns <label>_cal")
     c.add_argument("catalog")
-    c.add_argument("calibration", help="a calibration name (searched in $GRIDKIT_CALIBRATIONS, ~/.config/gridkit/calibrations) or a JSON path")
+    c.add_argument("calibration_positional", nargs="?", default=None, metavar="CALIBRATION", help="same as --calibration")
+    c.add_argument("--calibration", default=None, help="a calibration name (searched in $GRIDKIT_CALIBRATIONS, ~/.config/gridkit/calibrations) or a JSON path")
     c.add_argument("--out", default=None, help="write the calibrated catalog here (.zarr or an export format); default: add the columns to the catalog in place")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=_calibrate)
@@ -92,8 +93,12 @@ def _calibrate(args):
     import catalogs
     from catalogs.calibrate import write_in_place
 
+    from gridkit.errors import ConfigError
+
+    if (args.calibration is None) == (args.calibration_positional is None):
+        raise ConfigError("give the calibration once: --calibration NAME_OR_FILE")
     cat = catalogs.open(args.catalog)
-    out = catalogs.calibrate(cat, args.calibration)
+    out = catalogs.calibrate(cat, args.calibration or args.calibration_positional)
     new = [k for k in out.data_vars if k not in cat.data_vars]
     if args.out is None:
         write_in_place(args.catalog, out, new, overwrite=args.overwrite)

@@ -25,18 +25,29 @@ def register(sub):
     p.add_argument("--gpu-workers", action="store_true", help="LocalCluster only: give each local worker the resource GPU=1 (one worker per GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_cluster_options(p)
+    p.epilog = "--workers 0 runs the tasks on --threads-per-worker threads of this process, without a Dask cluster."
     add_overwrite(p)
     p.set_defaults(func=_run)
 
 
-def _run(args):
+def _run(args, argv=None):
     from cinn.survey import infer
 
     from ._common import cluster_from_args
 
-    command = "gridkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with cluster_from_args(args, resources={"GPU": 1} if args.gpu_workers else None) as client:
+    from ..errors import ConfigError
+    from ._common import nullcontext
+
+    command = "gridkit " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    in_process = args.workers == 0 and not args.scheduler  # no cluster: threads of this process
+    if in_process and args.gpu_workers:
+        raise ConfigError("--gpu-workers needs a LocalCluster (--workers >= 1)")
+    context = nullcontext(None) if in_process else cluster_from_args(args, resources={"GPU": 1} if args.gpu_workers else None)
+    with context as client:
         out = infer(args.model_dir, args.survey, args.out, samples=args.samples, chunk=args.chunk, seed=args.seed, client=client,
-                    overwrite=args.overwrite, progress=not args.no_progress, command=command, device=args.device)
+                    overwrite=args.overwrite, progress=not args.no_progress, command=command, device=args.device,
+                    n_threads=max(1, args.threads_per_worker))
     print(f"catalog written: {out}")
     return 0

@@ -1,5 +1,5 @@
 """`gridkit mock-survey cube.zarr --snr 250 --out survey.zarr`: a survey from a degraded grid that keeps the
-true labels (`true_<label>`) for evaluation; the test split of `--model-dir` by default, else every model."""
+true labels (`true_<label>`) for evaluation; the test split of `--model` by default, else every model."""
 from __future__ import annotations
 
 from ._common import add_overwrite
@@ -10,8 +10,8 @@ def register(sub):
     p.add_argument("cube", help="degraded cube flux(model, snr, wavelength), or a noiseless grid (noise is then added)")
     p.add_argument("--out", required=True, help="survey Zarr store to write")
     p.add_argument("--snr", type=float, default=250.0, help="S/N per Angstrom (must be one of the cube's; default 250)")
-    p.add_argument("--model-dir", default=None, help="take the models of this model directory's recorded split")
-    p.add_argument("--split", choices=("train", "test", "validation"), default="test", help="which split of --model-dir (default: test)")
+    p.add_argument("--model", "--model-dir", dest="model_dir", default=None, help="take the models of this model directory's recorded split")
+    p.add_argument("--split", choices=("train", "test", "validation"), default="test", help="which split of --model (default: test)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (noiseless grids only)")
     p.add_argument("--chunk", type=int, default=None, help="stars per Zarr chunk (default 1024)")
     add_overwrite(p)

@@ -20,7 +20,7 @@ def register(sub):
     p.add_argument("--backend", choices=("analytic", "turbospectrum"), default="analytic")
     p.add_argument("--out", required=True, help="output Zarr store (e.g. base.zarr)")
     src = p.add_argument_group("labels")
-    src.add_argument("--n-models", type=int, default=None, help="draw this many label sets from the prior")
+    src.add_argument("--n-models", type=int, default=None, help="draw this many label sets from the prior (turbospectrum: within the MARCS coverage)")
     src.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
     src.add_argument("--prior", default=None, help="JSON/YAML file of LabelPrior options (ranges, alpha_slope, ...)")
     src.add_argument("--labels", default=None, help="label table (CSV/ECSV/FITS) with the 13 label columns instead of the prior")
@@ -69,6 +69,10 @@ def _run(args):
     except (ValueError, argparse.ArgumentTypeError) as exc:
         raise ConfigError(f"--wavelength-range: {exc}") from None
     backend = synth.get_backend(args.backend, wavelength_range=ranges, step=args.step, linelist=args.linelist, atmosphere=args.atmosphere)
+    if args.labels is None and args.backend == "turbospectrum":  # the prior restricted to the MARCS coverage
+        from ..synth.turbospectrum import sample_labels_within_coverage
+
+        labels = sample_labels_within_coverage(args.n_models, args.seed, prior, backend)
     from ..schema import LABEL_NAMES
 
     labels = {k: v for k, v in labels.items() if k in LABEL_NAMES}

@@ -64,6 +64,52 @@ def gaussian_lsf_lnlambda(flux: np.ndarray, dlnlam: float, resolving_power: floa
     return convolve_rows(flux, gaussian_kernel(sigma))
 
 
+def is_uniform_linear(wavelength: np.ndarray, rtol: float = 1e-3) -> bool:
+    """True where every step of `wavelength` equals the mean step within `rtol` (relative): a grid of constant
+    pixel width in Angstrom, like most observed spectra and synthetic grids."""
+    wl = np.asarray(wavelength, dtype=np.float64)
+    if wl.size < 3:
+        return True
+    d = np.diff(wl)
+    step = (wl[-1] - wl[0]) / (wl.size - 1)
+    return bool(np.all(np.abs(d - step) <= rtol * step))
+
+
+#: On a grid of constant step the kernel's width in pixels grows with lambda: blocks over which it changes by
+#: at most this fraction share one kernel (taken at the block's centre).
+BLOCK_WIDTH_CHANGE = 5e-4
+
+
+def gaussian_lsf_linear(flux: np.ndarray, wavelength: np.ndarray, resolving_power: float, input_resolving_power: float = math.inf,
+                        max_change: float = BLOCK_WIDTH_CHANGE) -> np.ndarray:
+    """Convolve rows of `flux` (..., n) sampled with a constant step in wavelength (A) with a Gaussian of
+    FWHM = lambda/R (the quadrature difference with `input_resolving_power`).
+
+    The kernel's sigma in pixels, sigma_ln lambda / step, grows with lambda: the axis is cut into blocks whose
+    lambda varies by at most a fraction `max_change` (so does the width), each convolved with the kernel of its
+    centre, reading its neighbours beyond the block (no seams). Edges: the outermost value is repeated.
+    NaN propagates to every output pixel a NaN's kernel touches. Returns float64 of the same shape."""
+    flux = np.asarray(flux, dtype=np.float64)
+    wl = np.asarray(wavelength, dtype=np.float64)
+    n = wl.size
+    sigma_ln = kernel_sigma_lnlambda(resolving_power, input_resolving_power)
+    if n < 3:
+        return flux.copy()
+    step = (wl[-1] - wl[0]) / (n - 1)
+    out = np.empty_like(flux)
+    start = 0
+    while start < n:
+        stop = int(np.searchsorted(wl, wl[start] * (1.0 + max_change), side="right"))
+        stop = min(max(stop, start + 1), n)
+        centre = 0.5 * (wl[start] + wl[stop - 1])
+        kernel = gaussian_kernel(sigma_ln * centre / step)
+        k = kernel.size // 2
+        lo, hi = max(0, start - k), min(n, stop + k)
+        out[..., start:stop] = convolve_rows(flux[..., lo:hi], kernel)[..., start - lo:stop - lo]
+        start = stop
+    return out
+
+
 def gaussian_lsf_matrix(wavelength: np.ndarray, resolving_power: float, input_resolving_power: float = math.inf,
                         truncate: float = TRUNCATE) -> sparse.csr_matrix:
     """The same Gaussian LSF (FWHM = lambda/R, in ln lambda) for rows sampled on any increasing grid, as a

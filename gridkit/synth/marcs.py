@@ -77,6 +77,7 @@ class MarcsGrid:
         self.cache_dir = Path(cache_dir).expanduser().resolve() if cache_dir is not None else self.source_dir / "models"
         self._models: list[MarcsModel] | None = None
         self._lookup: dict | None = None
+        self._cache: dict = {}
 
     # -- pickling: ship paths only ----------------------------------------------------------------
     def __getstate__(self):
@@ -146,11 +147,18 @@ class MarcsGrid:
         return "p" if logg >= PLANE_PARALLEL_MIN_LOGG else "s"
 
     def nodes(self, geometry: str, alpha: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ms = [m for m in self.models if m.geometry == geometry and m.alpha == alpha]
-        return tuple(np.unique([getattr(m, k) for m in ms]) for k in ("teff", "logg", "feh"))  # type: ignore[return-value]
+        """The distinct Teff, log g and [M/H] values of one family and [alpha/M] plane (cached)."""
+        key = ("nodes", geometry, alpha)
+        if key not in self._cache:
+            ms = [m for m in self.models if m.geometry == geometry and m.alpha == alpha]
+            self._cache[key] = tuple(np.unique([getattr(m, k) for m in ms]) for k in ("teff", "logg", "feh"))
+        return self._cache[key]  # type: ignore[return-value]
 
     def alpha_planes(self, geometry: str) -> list[float]:
-        return sorted({m.alpha for m in self.models if m.geometry == geometry})
+        key = ("planes", geometry)
+        if key not in self._cache:
+            self._cache[key] = sorted({m.alpha for m in self.models if m.geometry == geometry})
+        return list(self._cache[key])
 
     def cube(self, teff: float, logg: float, feh: float, alpha: float = 0.0) -> tuple[list[MarcsModel], float]:
         """The 8 models bracketing (teff, logg, feh), in interpol_modeles' order, and the [alpha/M] used.

@@ -201,6 +201,18 @@ class TurbospectrumSynthesizer:
         ts_linelist.check_coverage([p for p in self._linelist_paths() if not p.endswith("Hlinedata")], self.wavelength_ranges)
         self._ready = True
 
+    def covers(self, labels: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(n,) bool: which label sets ({name: (n,) values}) have MARCS atmospheres around them (all, with a
+        user `atmosphere`). Needs the MARCS models (`make turbospectrum`)."""
+        teff, logg, feh = (np.atleast_1d(np.asarray(labels[k], dtype=float)) for k in ("teff", "logg", "feh"))
+        if self.atmosphere is not None:
+            return np.ones(teff.size, dtype=bool)
+        alphas = [np.atleast_1d(np.asarray(labels[k], dtype=float)) for k in ALPHA_LABELS if k in labels]
+        alpha = np.mean(alphas, axis=0) if alphas else np.zeros(teff.size)
+        grid = self.marcs_grid()
+        ok = np.isfinite(teff) & np.isfinite(logg) & np.isfinite(feh)
+        return np.array([bool(ok[i]) and grid.covers(teff[i], logg[i], feh[i], float(alpha[i])) for i in range(teff.size)], dtype=bool)
+
     def _home_given(self) -> bool:
         return self.home != default_home().resolve()
 
@@ -273,6 +285,27 @@ class TurbospectrumSynthesizer:
         out = work / product
         if proc.returncode != 0 or not out.exists() or out.stat().st_size == 0:
             raise BackendError(f"{program} failed for {_fmt(lab)} (exit {proc.returncode}, no {product}): {_tail(log)}")
+
+
+def sample_labels_within_coverage(n: int, seed: int = 0, prior=None, synthesizer: TurbospectrumSynthesizer | None = None) -> dict[str, np.ndarray]:
+    """n label sets from the FGK prior (`gridkit.synth.sample_labels`, the published grid's 13 labels) restricted
+    to the MARCS coverage of `synthesizer` (default: a TurbospectrumSynthesizer with default options): the first
+    n covered draws of the (seed, i) sequence, so the result depends only on (n, seed, prior)."""
+    from .prior import sample_labels
+
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"n (--n-models) must be a positive integer, got {n!r}")
+    syn = synthesizer or TurbospectrumSynthesizer()
+    syn.check()  # missing programs: the error with the install command, before any drawing
+    m = int(n)
+    while True:
+        draws = sample_labels(m, seed, prior)
+        keep = np.flatnonzero(syn.covers(draws))
+        if keep.size >= n:
+            return {k: v[keep[:n]] for k, v in draws.items()}
+        if m > 20 * n + 1000:
+            raise ConfigError(f"the label prior hardly overlaps the MARCS grid: {keep.size} of {m} draws are covered")
+        m = 2 * m
 
 
 # -- inputs -----------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import catalogs
 from gridkit.errors import ConfigError, StoreError
 
-from conftest import make_catalog
+from catalog_fakes import make_catalog
 
 
 @pytest.mark.parametrize("name", ["out.fits", "out.parquet", "out.vot", "out.csv"])

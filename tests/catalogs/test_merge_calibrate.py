@@ -9,7 +9,7 @@ import pytest
 import catalogs
 from gridkit.errors import ConfigError, GridError, StoreError
 
-from conftest import make_catalog, write_catalog
+from catalog_fakes import make_catalog, write_catalog
 
 
 def test_merge_keeps_every_star_once_with_its_source(tmp_path):

@@ -11,7 +11,7 @@ import catalogs
 from catalogs.query import QueryError, mask, parse, tokenize
 from gridkit.errors import GridError
 
-from conftest import make_catalog
+from catalog_fakes import make_catalog
 
 
 def test_issue_example_matches_numpy(catalog_path):

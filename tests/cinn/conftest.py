@@ -82,6 +82,15 @@ TINY = dict(n_blocks=4, subnet_width=64, subnet_layers=2, feature_layers=[128, 6
             patience=20, device="cpu")
 
 
+@pytest.fixture(scope="package", autouse=True)
+def one_torch_thread():
+    """The cINN tests' budget is for one core: one torch thread (also avoids OpenMP spin-waits on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
     return dict(TINY)
@@ -102,9 +111,13 @@ def trained(toy_cube, tmp_path_factory):
     """(model_dir, cube path) of a tiny cINN trained on the toy cube."""
     import cinn
 
-    torch.set_num_threads(2)
     out = tmp_path_factory.mktemp("cinn") / "model"
-    cinn.train(toy_cube, out, config=TINY, progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # session fixtures start before the package's one_torch_thread
+    try:
+        cinn.train(toy_cube, out, config=TINY, progress=False)
+    finally:
+        torch.set_num_threads(before)
     return out
 
 

@@ -22,9 +22,11 @@ def test_fit_recovers_a_and_b_within_their_errors_with_noise():
     rng = np.random.default_rng(3)
     teff = rng.uniform(4000, 7000, 400)
     delta = 2e-4 * teff - 1.1 + rng.normal(0, 0.05, teff.size)
-    res = bias.fit_linear_offset(teff, delta, sigma=np.full(teff.size, 0.05))
+    res = bias.fit_linear_offset(teff, delta)
     assert abs(res["a"] - 2e-4) < 4 * res["a_err"]
     assert abs(res["b"] + 1.1) < 4 * res["b_err"]
+    # the OLS error of the slope: sigma / sqrt(sum (teff - mean)^2)
+    assert res["a_err"] == pytest.approx(0.05 / np.sqrt(np.sum((teff - teff.mean()) ** 2)), rel=0.15)
     assert res["rms_after"] == pytest.approx(0.05, rel=0.15)
 
 
@@ -88,10 +90,16 @@ def test_calibration_from_a_catalog_recovers_injected_bias_and_round_trips(tmp_p
     n = ref["teff"].size
     theirs = fit_bias(est["logg"], ref["logg"], est["teff"])
     assert theirs["a"] == pytest.approx(coef["logg"]["a"], rel=1e-6) and theirs["n"] == n
-    # applying the calibration removes the bias
-    applied = bias.apply_calibration(est, stored)
-    assert np.abs(applied["logg"] - ref["logg"]).max() < 5e-3
-    assert np.abs(applied["teff"] - ref["teff"]).max() < 1e-6 * 7000
+    # catalogs.calibrate.apply (what `gridkit catalog calibrate` runs) with the stored file removes the bias
+    from catalogs.calibrate import apply
+
+    q = np.array([0.16, 0.5, 0.84])
+    catalog = xr.Dataset({lab: ("star", est[lab]) for lab in est} | {f"{lab}_quantiles": (("star", "quantile"), est[lab][:, None] + q - 0.5)
+                                                                       for lab in est}, coords={"quantile": q})
+    done = apply(catalog, path)
+    assert np.abs(done["logg_cal"].values - ref["logg"]).max() < 5e-3
+    assert np.abs(done["feh_cal_quantiles"].values[:, 1] - ref["fe_h"]).max() < 5e-3
+    assert np.abs(done["teff_cal"].values - ref["teff"]).max() < 1e-6 * 7000
 
 
 def test_calibration_needs_matches():
@@ -123,7 +131,35 @@ def test_calibration_against_the_gaia_benchmark_table(shared_data):
         "logg": np.asarray(gbs["logg"], float) + (5e-5 * teff - 0.2),
         "feh": np.asarray(gbs["fe_h"], float) + (-3e-5 * teff + 0.1),
     }
-    cal = bias.fit_bias_calibration(cat, path, name="gbs_v3", labels=["logg", "feh"], weighted=True)
+    cal = bias.fit_bias_calibration(cat, path, name="gbs_v3", labels=["logg", "feh"])
     assert cal["n"] >= 100 and cal["matched_on"].endswith("hd")
     assert cal["coefficients"]["logg"]["a"] == pytest.approx(5e-5, rel=1e-6)
     assert cal["coefficients"]["feh"]["b"] == pytest.approx(0.1, abs=1e-6)
+
+
+def test_cli_fits_a_calibration_that_catalogs_apply(tmp_path):
+    """`gridkit evaluate bias CATALOG REFERENCE --out cal.json` on files: the injected a*Teff+b comes back."""
+    from astropy.table import Table
+
+    from catalogs.calibrate import load_calibration
+    from gridkit.cli import main
+
+    ref = _gbs_like(80, seed=5)
+    Table(ref).write(tmp_path / "ref.ecsv")
+    rng = np.random.default_rng(2)
+    teff = ref["teff"] + rng.normal(0, 30, 80)
+    cat = xr.Dataset({"star_id": ("star", np.array([f"HIP {1000 + i}" for i in range(80)])), "teff": ("star", teff),
+                      "logg": ("star", ref["logg"] + 8e-5 * teff - 0.45 + rng.normal(0, 0.01, 80)),
+                      "feh": ("star", ref["fe_h"] - 2e-5 * teff + 0.05 + rng.normal(0, 0.01, 80))})
+    cat.to_zarr(tmp_path / "cat.zarr", consolidated=False)
+    assert main(["evaluate", "bias", str(tmp_path / "cat.zarr"), str(tmp_path / "ref.ecsv"), "--out", str(tmp_path / "gbs.json"),
+                 "--labels", "logg,feh"]) == 0
+    cal = load_calibration(tmp_path / "gbs.json")
+    assert cal.name == "gbs" and set(cal.coefficients) == {"logg", "feh"}
+    assert cal.coefficients["logg"]["a"] == pytest.approx(8e-5, abs=1e-5)
+    assert cal.coefficients["logg"]["b"] == pytest.approx(-0.45, abs=0.06)
+    assert cal.coefficients["feh"]["a"] == pytest.approx(-2e-5, abs=1e-5)
+    assert cal.extra["fit"]["logg"]["rms_after"] < 0.02 < cal.extra["fit"]["logg"]["rms_before"]
+    # a second run does not overwrite silently; a wrong number of arguments is a clear error
+    assert main(["evaluate", "bias", str(tmp_path / "cat.zarr"), str(tmp_path / "ref.ecsv"), "--out", str(tmp_path / "gbs.json")]) == 2
+    assert main(["evaluate", "bias", str(tmp_path / "cat.zarr"), "--out", str(tmp_path / "x.json")]) == 2

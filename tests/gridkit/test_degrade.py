@@ -197,3 +197,33 @@ def test_store_on_a_local_cluster(tmp_path):
         D.degrade_store(src, tmp_path / "c.zarr", snr=[20], region_size=1, client=client, progress=False)
     D.degrade_store(src, tmp_path / "t.zarr", snr=[20], region_size=1, progress=False)
     np.testing.assert_array_equal(gridkit.open_grid(tmp_path / "c.zarr").flux.values, gridkit.open_grid(tmp_path / "t.zarr").flux.values)
+
+
+def test_cli_synth_then_degrade_end_to_end(tmp_path, capsys):
+    """The documented chain: `gridkit synth --backend analytic` -> `gridkit degrade --instrument 4most-hr --arms
+    green,red --snr 10,250`; both outputs open with gridkit.open_grid and the cube is the base grid degraded."""
+    base, cube = tmp_path / "base.zarr", tmp_path / "train.zarr"
+    assert main(["synth", "--backend", "analytic", "--n-models", "3", "--seed", "7", "--out", str(base), "--no-progress"]) == 0
+    assert main(["degrade", str(base), "--instrument", "4most-hr", "--arms", "green,red", "--snr", "10,250", "--out", str(cube),
+                 "--workers", "0", "--no-progress"]) == 0
+    b, c = gridkit.open_grid(base), gridkit.open_grid(cube)
+    assert b.flux.dims == ("model", "wavelength") and c.flux.dims == ("model", "snr", "wavelength")
+    assert c.flux.shape == (3, 2, 25_200) and c.snr.values.tolist() == [10.0, 250.0]
+    for name in LABEL_NAMES:
+        np.testing.assert_array_equal(c[name].values, b[name].values)
+    clean = gridkit.degrade(b, snr=None).compute().flux.values
+    resid = c.flux.values[:, 1].astype(float) - clean
+    assert (resid / clean).std() == pytest.approx(1 / (250 * math.sqrt(0.05)), rel=0.02)  # S/N 250 per A
+    assert main(["degrade", str(base), "--snr", "10,250", "--out", str(cube), "--workers", "0", "--seed", "1"]) == 2
+    assert "different job" in capsys.readouterr().err  # an existing output of another job is refused
+
+
+@pytest.mark.shared
+def test_open_grid_reads_the_shared_scaled_integer_grid(shared_data):
+    grid = gridkit.open_grid(shared_data / "tsgrid-lte" / "grid.zarr")  # uint16 with scale_factor on disk
+    assert grid.sizes["model"] == 805 and grid.flux.dims == ("model", "wavelength")
+    assert grid.flux.encoding["dtype"] == np.dtype("uint16")
+    few = grid.isel(model=[0, 400, 804]).flux.values
+    assert np.isfinite(few).all() and 0 < few.min() and few.max() <= 1.32  # decoded normalised flux
+    cube = gridkit.degrade(grid.isel(model=[0, 400, 804]), snr=[50])
+    assert cube.flux.shape == (3, 1, 25_200) and np.isfinite(cube.flux.values).all()

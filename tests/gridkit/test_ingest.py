@@ -113,3 +113,18 @@ def test_cli_ingest(tmp_path, capsys):
     assert main(args) == 2  # exists
     assert "exists" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("ext", ["spec", "fits"])
+def test_cli_ingest_turbospectrum_directory_and_fits(tmp_path, ext):
+    folder = tmp_path / "spectra"
+    folder.mkdir()
+    wl, files = _spectra(folder, 3, ext)
+    labels = _labels(3)
+    Table({"id": [f.stem for f in files][::-1], **{k: v[::-1] for k, v in labels.items()}}).write(tmp_path / "labels.fits")
+    assert main(["ingest", str(folder), "--labels", str(tmp_path / "labels.fits"), "--out", str(tmp_path / "g.zarr")]) == 0
+    ds = open_grid(tmp_path / "g.zarr")
+    np.testing.assert_allclose(ds.wavelength.values, wl)
+    np.testing.assert_array_equal(ds.teff.values, labels["teff"])  # matched by the id column, not by order
+    depth = 1 - ds.flux.values.min(axis=1)
+    np.testing.assert_allclose(depth, [0.1, 0.15, 0.2], atol=2e-3)  # star i has a line of depth 0.1 + 0.05 i

@@ -5,35 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import xarray as xr
 
-sys.path.insert(0, str(Path(__file__).parent))  # `fakes` importable here and (through spawn) on the workers
+sys.path.insert(0, str(Path(__file__).parent))  # `survey_fakes` importable here and (through spawn) on the workers
 
-from fakes import write_fake_model  # noqa: E402
-
-WAVE = np.linspace(5000.0, 5010.0, 41)
-
-
-def make_survey(path, n=60, seed=0, wave=WAVE, chunk=16, ids=None, snr=None, extra=True):
-    from gridkit import store
-
-    rng = np.random.default_rng(seed)
-    flux = (1 - 0.5 * rng.random((n, wave.size)) * rng.random((n, 1))).astype("f4")
-    ds = xr.Dataset(
-        {"flux": (("star", "wavelength"), flux, {"units": "1", "long_name": "normalised flux"}),
-         "snr": ("star", rng.uniform(30, 300, n) if snr is None else snr, {"units": "1", "long_name": "S/N per A"}),
-         "star_id": ("star", np.array(ids if ids is not None else [f"4MOST-{i:06d}" for i in range(n)], dtype=object))},
-        coords={"star": np.arange(n), "wavelength": ("wavelength", wave, {"units": "Angstrom"})},
-    )
-    if extra:
-        ds["ra"] = ("star", rng.uniform(0, 360, n), {"units": "deg", "long_name": "right ascension"})
-        ds["dec"] = ("star", rng.uniform(-90, 30, n), {"units": "deg", "long_name": "declination"})
-        ds["field"] = ("star", np.array([f"F{i % 3}" for i in range(n)], dtype=object))
-    ds["flux"] = ds.flux.chunk({"star": chunk})
-    store.write_dataset(ds, path, dim="star", region_size=chunk, progress=False)
-    return path
+from survey_fakes import SAMPLES, WAVE, make_survey, write_fake_model  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -67,3 +43,26 @@ def analytic_model(tmp_path_factory):
     cinn.train(root / "cube.zarr", root / "model", config=TINY, progress=False)
     mock_survey(root / "cube.zarr", root / "survey.zarr", snr=250, model_dir=root / "model", chunk=40)
     return root / "model", root / "cube.zarr", root / "survey.zarr"
+
+
+
+
+@pytest.fixture(scope="session")
+def real_catalog(analytic_model, tmp_path_factory):
+    """The catalog of the mock survey by the tiny cINN, inferred in this process (chunks of 16 stars)."""
+    from cinn.survey import infer
+
+    model_dir, _, survey_path = analytic_model
+    out = tmp_path_factory.mktemp("catalog") / "catalog.zarr"
+    return infer(model_dir, survey_path, out, samples=SAMPLES, chunk=16, seed=0, progress=False, command="pytest real_catalog")
+
+
+@pytest.fixture(scope="session")
+def two_workers():
+    """A LocalCluster of 2 spawned worker processes x 1 thread (shared: starting one costs seconds)."""
+    from gridkit.cluster import dask_client
+
+    here = str(Path(__file__).parent)
+    with dask_client(n_workers=2, threads_per_worker=1, quiet=True, memory_limit="1GiB") as client:
+        client.run(lambda: sys.path.insert(0, here))  # survey_fakes on the workers
+        yield client

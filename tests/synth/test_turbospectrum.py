@@ -5,7 +5,6 @@ Tests that run the programs skip with the install command where `make turbospect
 """
 from __future__ import annotations
 
-import math
 import os
 import pickle
 import time
@@ -16,7 +15,8 @@ import pytest
 
 from gridkit.errors import BackendError, ConfigError
 from gridkit.synth.base import SynthesisSkipped, Synthesizer
-from gridkit.synth.turbospectrum import PROGRAMS, TurbospectrumSynthesizer, default_home
+from gridkit.synth.marcs import Atmosphere
+from gridkit.synth.turbospectrum import ENV_HOME, PROGRAMS, TurbospectrumSynthesizer, default_home
 
 pytestmark = pytest.mark.turbospectrum
 
@@ -30,10 +30,16 @@ ALL_LABELS = ("teff", "logg", "feh", "vmic", "vbroad", "c_fe", "n_fe", "mg_fe", 
 
 @pytest.fixture(scope="session")
 def ts_home() -> Path:
+    """The Turbospectrum home. Skips where the programs are not built, unless GRIDKIT_TURBOSPECTRUM names a home
+    explicitly (as `make test` does after `make turbospectrum`): then a missing build fails instead of
+    silently skipping the real-physics tests."""
     home = default_home()
     missing = [p for p in PROGRAMS if not os.access(home / "bin" / p, os.X_OK)]
     if missing:
-        pytest.skip(f"Turbospectrum programs {missing} not built in {home}: run `make turbospectrum` (or set GRIDKIT_TURBOSPECTRUM)")
+        message = f"Turbospectrum programs {missing} not built in {home}: run `make turbospectrum` (or set GRIDKIT_TURBOSPECTRUM)"
+        if os.environ.get(ENV_HOME):
+            pytest.fail(f"{ENV_HOME} is set but {message}")
+        pytest.skip(message)
     return home
 
 
@@ -189,28 +195,74 @@ def test_missing_labels_are_a_config_error(li_window):
         li_window.synthesize(dict(teff=5777.0, logg=4.44, feh=0.0))
 
 
+def test_prior_draws_are_restricted_to_the_marcs_coverage(ts_home):
+    """sample_labels_within_coverage keeps the prior's draws that have MARCS models around them, in order;
+    the draws it leaves out really are skipped by the backend."""
+    from gridkit.synth import sample_labels
+    from gridkit.synth.turbospectrum import sample_labels_within_coverage
+
+    syn = TurbospectrumSynthesizer([(6700.0, 6720.0)], 0.02)
+    draws = sample_labels(120, seed=5)
+    mask = syn.covers(draws)
+    assert 0.8 < mask.mean() < 1.0  # the prior's giants with 3.0 < log g < 3.4 fall in the gap between the families
+    gap = np.flatnonzero(~mask)
+    assert np.all((draws["logg"][gap] > 3.0) & (draws["logg"][gap] < 3.5))
+    with pytest.raises(SynthesisSkipped, match="outside the spherical MARCS grid"):
+        syn.synthesize({k: float(v[gap[0]]) for k, v in draws.items()})
+    n = int(mask[:60].sum()) + 3
+    kept = sample_labels_within_coverage(n, seed=5, synthesizer=syn)
+    for k in ("teff", "logg", "feh", "li_fe"):
+        np.testing.assert_array_equal(kept[k], draws[k][np.flatnonzero(mask)[:n]])
+
+
+def test_cli_synth_with_linelist_and_atmosphere(ts_home, shared_data, tmp_path, capsys):
+    """`gridkit synth --backend turbospectrum --labels ... --wavelength-range A B --step --linelist --atmosphere`
+    writes the official benchmark's spectrum into a grid store (local threads)."""
+    import xarray as xr
+
+    from gridkit.cli import main
+
+    bench = shared_data / BENCH
+    (tmp_path / "sun.csv").write_text(",".join(ALL_LABELS) + "\n" + "5777,4.44,0.0,1.0,2.0,0,0,0,0,0,0,0,0\n")
+    argv = ["synth", "--backend", "turbospectrum", "--labels", str(tmp_path / "sun.csv"), "--wavelength-range", "6705", "6712",
+            "--step", "0.01", "--linelist", str(bench / BENCH_LIST), "--atmosphere", str(bench / BENCH_MODEL),
+            "--out", str(tmp_path / "sun.zarr"), "--no-progress"]
+    assert main(argv) == 0
+    assert "1 of 1 models synthesized (turbospectrum)" in capsys.readouterr().out
+    ds = xr.open_zarr(tmp_path / "sun.zarr", consolidated=False)
+    ref = np.loadtxt(bench / BENCH_SPEC)
+    ref = ref[(ref[:, 0] > 6704.995) & (ref[:, 0] < 6712.005)]
+    np.testing.assert_allclose(ds.wavelength.values, ref[:, 0], atol=1e-6)
+    assert np.max(np.abs(ds.flux.values[0] - ref[:, 1])) <= 0.002 and ref[:, 1].min() < 0.9  # Li 6708 and Fe I 6710
+    assert BENCH_MODEL in ds.attrs["provenance"] and BENCH_LIST in ds.attrs["provenance"]
+
+
 # -- through the store driver on spawned Dask workers ----------------------------------------------
 def spawned_local_cluster(n_workers: int):
-    """A LocalCluster of spawned worker processes, as gridkit.cluster.dask_client makes (its
-    silence_logs="error" currently kills spawned workers: 'Unknown level'; hence our own here)."""
-    import contextlib
-    import logging
+    """The LocalCluster of the CLI (gridkit.cluster.dask_client): spawned worker processes, one thread each."""
+    from gridkit.cluster import dask_client
 
-    import dask
-    from distributed import Client, LocalCluster
-
-    @contextlib.contextmanager
-    def cm():
-        with dask.config.set({"distributed.worker.multiprocessing-method": "spawn", "distributed.worker.daemon": False}):
-            with LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
-                with Client(cluster) as client:
-                    yield client
-
-    return cm()
+    return dask_client(n_workers=n_workers, threads_per_worker=1, quiet=True)
 
 
-def test_tiny_grid_on_a_local_cluster_records_skips_and_resumes(ts_home, tmp_path):
-    from gridkit.synth import STATUS_OK, STATUS_SKIPPED, synthesize
+class BrokenAtmosphereAt(TurbospectrumSynthesizer):
+    """The real backend, except that the model with teff == `broken_teff` gets a corrupt atmosphere file: babsma
+    really fails on it (a failure the backend detects, like a crashed program on a cluster node)."""
+
+    broken_teff = 5500.0
+
+    def _atmosphere(self, lab, work):
+        if lab["teff"] == self.broken_teff:
+            path = work / "model.interpol"
+            path.write_text("this is not a model atmosphere\n")
+            return Atmosphere(path, marcs_file=False, spherical=False, description="corrupt on purpose")
+        return super()._atmosphere(lab, work)
+
+
+def test_tiny_grid_on_a_local_cluster_records_skips_failures_and_resumes(ts_home, tmp_path):
+    """Four models on 2 spawned workers into a Zarr store: two computed, one outside the MARCS grid (skipped with
+    its reason), one whose babsma run fails (recorded, the grid goes on); a rerun recomputes nothing."""
+    from gridkit.synth import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, model_failures, synthesize
     import json
     import xarray as xr
 
@@ -218,25 +270,34 @@ def test_tiny_grid_on_a_local_cluster_records_skips_and_resumes(ts_home, tmp_pat
         dict(teff=5777.0, logg=4.44, feh=0.0, vmic=1.0),  # the Sun
         dict(teff=4800.0, logg=2.5, feh=-0.5, vmic=1.5),  # a giant (spherical models)
         dict(teff=4500.0, logg=3.2, feh=0.0, vmic=1.5),  # between the spherical and plane-parallel grids: skipped
+        dict(teff=BrokenAtmosphereAt.broken_teff, logg=4.3, feh=0.0, vmic=1.0),  # babsma fails: recorded
     ]
     labels = {k: np.array([r.get(k, 0.0) for r in rows]) for k in ALL_LABELS}
     labels["vbroad"][:] = 5.0
-    syn = TurbospectrumSynthesizer([(6700.0, 6720.0)], 0.02)
+    syn = BrokenAtmosphereAt([(6700.0, 6715.0)], 0.02)
     out = tmp_path / "grid.zarr"
     with spawned_local_cluster(2) as client:
         report = synthesize(labels, syn, out, models_per_region=1, client=client, progress=False)
         assert not report.resumed and report.n_ok == 2
-        assert set(report.not_ok) == {2} and "outside the spherical MARCS grid" in report.not_ok[2]
+        assert set(report.not_ok) == {2, 3}
+        assert report.not_ok[2].startswith("skipped:") and "outside the spherical MARCS grid" in report.not_ok[2]
+        assert report.not_ok[3].startswith("failed: BackendError: babsma_lu failed for teff=5500")
+        stamps = {p: p.stat().st_mtime_ns for p in (out / "flux").rglob("*") if p.is_file() and p.name != "zarr.json"}
+        assert len(stamps) >= 2  # the chunks of the two computed models at least
         t0 = time.perf_counter()
         again = synthesize(labels, syn, out, models_per_region=1, client=client, progress=False)
-        assert again.resumed and time.perf_counter() - t0 < 5.0  # nothing recomputed
+        assert again.resumed and again.not_ok == report.not_ok
+        assert time.perf_counter() - t0 < 30.0  # one synthesis alone takes seconds; nothing is recomputed
+        assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # no flux chunk rewritten
     ds = xr.open_zarr(out, consolidated=False)
-    np.testing.assert_array_equal(ds.status.values, [STATUS_OK, STATUS_OK, STATUS_SKIPPED])
+    np.testing.assert_array_equal(ds.status.values, [STATUS_OK, STATUS_OK, STATUS_SKIPPED, STATUS_FAILED])
+    assert model_failures(out) == report.not_ok
     assert ds.wavelength.attrs["medium"] == "air"
     flux = ds.flux.values
-    assert np.all(np.isfinite(flux[:2])) and np.all(np.isnan(flux[2]))
-    # the grid's Sun is the backend's Sun (no driver-side mangling)
+    assert np.all(np.isfinite(flux[:2])) and np.all(np.isnan(flux[2:]))
+    # the grid's Sun is the backend's Sun (no driver-side mangling); the giant's lines are stronger than the Sun's
     np.testing.assert_allclose(flux[0], syn.synthesize(rows[0]), atol=1e-6)
+    assert np.sum(1.0 - flux[1]) > np.sum(1.0 - flux[0])
     prov = json.loads(ds.attrs["provenance"])
     assert prov["linelists"][0]["file"] == "nlte_ges_linelist_jmg17feb2022_I_II" and prov["linelists"][1]["file"] == "Hlinedata"
     assert any(v.startswith("turbospectrum==") for v in prov["versions"])
@@ -244,51 +305,24 @@ def test_tiny_grid_on_a_local_cluster_records_skips_and_resumes(ts_home, tmp_pat
 
 # -- the UVES Sun -----------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_solar_model_matches_the_uves_sun_over_the_green_arm(ts_home, shared_data):
-    """Solar labels, MARCS grid, the whole green arm at 0.01 A, degraded with gridkit.degrade.to_resolution to
-    R = 20000, against the UVES Sun degraded the same way (its native R taken as 100000): rms <= 0.03.
-    Missing molecules (MgH, C2, CN) and line-list imperfections set the floor (0.025 measured).
-    With GRIDKIT_FIGURES=<dir> the comparison is plotted to <dir>/turbospectrum_uves_green.png."""
-    import importlib
+def test_solar_model_matches_the_uves_sun_over_the_green_arm(ts_home, shared_data, tmp_path):
+    """benchmarks/solar_uves_check.py: solar labels, MARCS grid, 5150-5740 A at 0.01 A, degraded with
+    gridkit.degrade (to_resolution R = 20000, rebin to the 4MOST HR green-arm pixels), against the UVES Sun
+    through gridkit.degrade.fourmostify_file: rms <= 0.03 (0.025 measured; missing molecules such as MgH and
+    C2, and line-list imperfections, set the floor). Fresh synthesis (no cache)."""
+    import importlib.util
 
-    from gridkit.schema import from_arrays
-
-    degrade = importlib.import_module("gridkit.degrade")
-    syn = TurbospectrumSynthesizer(["green"], 0.01)
-    wl = syn.wavelength()
-    model = degrade.to_resolution(from_arrays(wl, syn.synthesize(dict(teff=5772.0, logg=4.44, feh=0.0, vmic=1.0)), {}), 20_000)
-    uves = np.loadtxt(shared_data / "sun-uves" / "UVES_Sun-1_cleaned_norm.txt")
-    uves = uves[(uves[:, 0] >= wl[0] - 5) & (uves[:, 0] <= wl[-1] + 5)]
-    uw, first = np.unique(uves[:, 0], return_index=True)  # the file repeats a few wavelengths
-    obs = degrade.to_resolution(from_arrays(uw, uves[first, 1], {}), 20_000, input_resolving_power=100_000)
-    arm = (wl >= 5160.0) & (wl <= 5730.0)  # the 4MOST HR green arm
-    synth = model.flux.values[0][arm]
-    observed = np.interp(wl[arm], uw, obs.flux.values[0])
-    rms = float(np.sqrt(np.mean((synth - observed) ** 2)))
-    print(f"UVES Sun vs Turbospectrum, green arm 5160-5730 A at R=20000: rms = {rms:.4f}")
-    if os.environ.get("GRIDKIT_FIGURES"):
-        _plot_uves(Path(os.environ["GRIDKIT_FIGURES"]), wl[arm], synth, observed, rms)
-    assert rms <= 0.03
-
-
-def _plot_uves(folder: Path, wl, synth, observed, rms) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(2, 1, figsize=(8, 4.2), dpi=90, gridspec_kw={"height_ratios": [1.3, 1]})
-    axes[0].plot(wl, observed, lw=0.4, color="k", label="UVES Sun")
-    axes[0].plot(wl, synth, lw=0.4, color="C3", label="Turbospectrum (MARCS 5772/4.44/0.0, GES)")
-    axes[0].set_ylabel("normalised flux")
-    axes[0].set_title(f"Green arm at R = 20000: rms = {rms:.3f}", fontsize=9)
-    axes[0].legend(fontsize=7, loc="lower left")
-    zoom = (wl > 5160) & (wl < 5200)
-    axes[1].plot(wl[zoom], observed[zoom], lw=0.7, color="k")
-    axes[1].plot(wl[zoom], synth[zoom], lw=0.7, color="C3")
-    axes[1].set_xlabel("air wavelength [A]")
-    axes[1].set_ylabel("flux (Mg b)")
-    fig.tight_layout()
-    fig.savefig(folder / "turbospectrum_uves_green.png")
-    plt.close(fig)
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "solar_uves_check.py"
+    spec = importlib.util.spec_from_file_location("solar_uves_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.check(uves=shared_data / "sun-uves" / "UVES_Sun-1_cleaned_norm.txt", cache=tmp_path / "sun.npz")
+    print(f"UVES Sun vs Turbospectrum, green arm at R=20000: rms = {result['rms']:.4f}")
+    assert result["n_missing"] == 0 and result["n_pixels"] == 11_400
+    assert result["rms"] <= 0.03
+    assert abs(result["mean"]) < 0.01  # no continuum offset
+    # the lines are there in both: the Mg b triplet (5167.3, 5172.7, 5183.6 A) is deep in each
+    wl = result["wavelength"]
+    for centre in (5167.32, 5172.68, 5183.60):
+        near = np.abs(wl - centre) < 0.3
+        assert result["model"][near].min() < 0.45 and result["observed"][near].min() < 0.45

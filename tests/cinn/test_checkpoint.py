@@ -1,0 +1,104 @@
+"""Model directories: a save/load round trip gives identical samples, nothing is pickled, and a missing or corrupt
+file is a clear ModelDirError naming the file."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import cinn
+from cinn import checkpoint as ck
+
+
+@pytest.fixture()
+def model_copy(trained, tmp_path):
+    dst = tmp_path / "model"
+    shutil.copytree(trained, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def spectra(test_spectra):
+    flux, snr, _ = test_spectra
+    return flux.values[:4], snr[:4]
+
+
+def test_save_load_round_trip_gives_identical_samples(trained, tmp_path, spectra):
+    flux, snr = spectra
+    post = cinn.load(trained)
+    before = post.sample(flux, snr, n=64, seed=9)
+    meta, state, extras = ck.read_model(trained)
+    # write the loaded model again (its in-memory weights, not a file copy) and load that
+    meta = {k: v for k, v in meta.items() if k not in ("files", "model_id", "format", "format_version")}
+    model_id = ck.write_model(tmp_path / "again", post.model.state_dict(), wavelength=extras["wavelength"],
+                              flux_mean=extras["flux_mean"], flux_std=extras["flux_std"], meta=meta)
+    assert model_id == post.model_id  # the weights' bytes are identical
+    again = cinn.load(tmp_path / "again")
+    np.testing.assert_array_equal(again.sample(flux, snr, n=64, seed=9), before)
+    np.testing.assert_array_equal(again.wavelength, post.wavelength)
+    assert again.bounds.tolist() == post.bounds.tolist()
+
+
+def test_no_pickles_only_safetensors_json_csv(trained):
+    for path in trained.rglob("*"):
+        if path.is_file():
+            assert path.suffix in (".json", ".safetensors", ".csv"), path
+            assert not path.read_bytes()[:1] == b"\x80", f"{path} looks like a pickle"
+    meta = json.loads((trained / "model.json").read_text())
+    for key in ("config", "label_names", "label_transform", "input_scaler", "bounds", "instrument", "training_data", "versions"):
+        assert key in meta
+    assert len(meta["training_data"]["hash"]) == 64
+
+
+def test_missing_files_are_clear_errors(model_copy, tmp_path):
+    with pytest.raises(ck.ModelDirError, match="does not exist"):
+        cinn.load(tmp_path / "nowhere")
+    (model_copy / "model.safetensors").unlink()
+    with pytest.raises(ck.ModelDirError, match="model.safetensors is missing"):
+        cinn.load(model_copy)
+    (model_copy / "model.json").unlink()
+    with pytest.raises(ck.ModelDirError, match="model.json is missing"):
+        cinn.load(model_copy)
+
+
+def test_corrupt_weights_are_detected(model_copy):
+    path = model_copy / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the tensor data
+    path.write_bytes(bytes(data))
+    with pytest.raises(ck.ModelDirError, match="corrupt.*sha256"):
+        cinn.load(model_copy)
+    path.write_bytes(bytes(data[:100]))  # truncated
+    with pytest.raises(ck.ModelDirError, match="model.safetensors"):
+        cinn.load(model_copy)
+
+
+def test_corrupt_or_inconsistent_json_is_detected(model_copy):
+    path = model_copy / "model.json"
+    good = path.read_text()
+    path.write_text(good[: len(good) // 2])
+    with pytest.raises(ck.ModelDirError, match="model.json is corrupt"):
+        cinn.load(model_copy)
+    meta = json.loads(good)
+    del meta["bounds"]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ck.ModelDirError, match="'bounds' is missing"):
+        cinn.load(model_copy)
+    meta = json.loads(good)
+    meta["config"]["subnet_width"] += 1  # weights no longer match the architecture
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ck.ModelDirError, match="does not match the config"):
+        cinn.load(model_copy)
+    meta = json.loads(good)
+    meta["format"] = "something-else"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ck.ModelDirError, match="not a gridkit cINN model"):
+        cinn.load(model_copy)
+
+
+def test_resume_from_a_corrupt_checkpoint_is_refused(model_copy, toy_cube):
+    last = model_copy / ck.CKPT_DIR / ck.LAST
+    last.write_bytes(last.read_bytes()[:-10])
+    with pytest.raises(ck.ModelDirError, match="last.safetensors"):
+        cinn.train(toy_cube, model_copy, resume=True, progress=False)

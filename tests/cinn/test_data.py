@@ -1,0 +1,114 @@
+"""The training data: the split by model, the streaming loader (whole chunks, never the whole cube; worker processes
+started with spawn), and dynamic augmentation (noise at log-uniform S/N per Angstrom from a noiseless grid)."""
+import numpy as np
+import pytest
+import xarray as xr
+
+from cinn.data import CubeStream, make_loader, open_training_store, split_models
+from gridkit.errors import ConfigError, GridError
+from gridkit.kernels.noise import snr_per_pixel
+from gridkit.schema import LABEL_NAMES
+
+
+def _stream(store, positions=None, **kw):
+    d = len(store.label_names)
+    n_wave = store.wavelength.size
+    args = dict(path=store.path, mode=store.mode, positions=np.arange(store.n_model) if positions is None else positions,
+                n_model=store.n_model, chunk=store.chunk, targets=np.arange(store.n_model * d, dtype=float).reshape(-1, d),
+                flux_mean=np.zeros(n_wave), flux_std=np.ones(n_wave), logsnr_mean=0.0, logsnr_std=1.0, batch_size=64,
+                snr=store.snr, pixel_width=store.pixel_width, noiseless_snr_index=store.noiseless_snr_index, seed=3)
+    return CubeStream(**{**args, **kw})
+
+
+class ReadRecorder:
+    """Stands in for the zarr array: records every read's model range."""
+
+    def __init__(self, array):
+        self.array, self.reads, self.ndim = array, [], array.ndim
+
+    def __getitem__(self, key):
+        sl = key[0] if isinstance(key, tuple) else key
+        self.reads.append((sl.start, sl.stop))
+        return self.array[key]
+
+
+def test_split_by_model_is_disjoint_complete_and_seeded():
+    ids = np.arange(1000) * 7 + 3
+    a, b = split_models(ids, seed=1), split_models(ids, seed=1)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert sorted(np.concatenate(list(a.values())).tolist()) == ids.tolist()
+    assert (a["train"].size, a["test"].size, a["validation"].size) == (750, 200, 50)
+    assert not np.array_equal(split_models(ids, seed=2)["test"], a["test"])
+    with pytest.raises(GridError, match="unique"):
+        split_models(np.array([1, 1, 2, 3]))
+
+
+def test_loader_reads_whole_chunks_only_never_the_cube(toy_cube):
+    store = open_training_store(toy_cube, LABEL_NAMES)
+    assert store.mode == "stored" and store.chunk < store.n_model
+    positions = np.sort(np.random.default_rng(0).choice(store.n_model, store.n_model // 2, replace=False))
+    stream = _stream(store, positions, shuffle=True, shuffle_buffer=512)
+    rec = ReadRecorder(stream._flux_array())
+    stream._array = rec
+    batches = [b for _, b in zip(range(60), stream)]
+    assert all(t.shape == (64, 13) and c.shape == (64, store.wavelength.size + 1) for t, c in batches)
+    for lo, hi in rec.reads:  # every read is one whole chunk along model, aligned to the store's chunks
+        assert lo % store.chunk == 0 and hi - lo <= store.chunk
+    assert len(rec.reads) < store.n_model / store.chunk * 2  # 60 batches: about a pass, not the cube per batch
+    # only models of the split are served, each with all of its S/N copies
+    served = np.concatenate([t[:, 0].numpy() for t, _ in batches]) / 13
+    assert set(np.round(served).astype(int)) <= set(positions.tolist())
+
+
+def test_one_pass_without_shuffle_serves_every_spectrum_of_the_split_once(toy_cube):
+    store = open_training_store(toy_cube, LABEL_NAMES)
+    positions = np.arange(0, store.n_model, 3)
+    got = np.concatenate([t[:, 0].numpy() for t, _ in _stream(store, positions, shuffle=False)]) / 13
+    assert sorted(np.round(got).astype(int).tolist()) == sorted(np.repeat(positions, store.snr.size).tolist())
+
+
+def test_spawned_workers_serve_the_same_spectra(toy_cube):
+    """Worker processes start with spawn (zarr v3 and CUDA do not survive fork) and open the store themselves."""
+    store = open_training_store(toy_cube, LABEL_NAMES)
+    positions = np.arange(0, store.n_model, 5)
+    one = _stream(store, positions, shuffle=False)
+    loader = make_loader(_stream(store, positions, shuffle=False), num_workers=2, prefetch=2, start_method="spawn")
+    assert loader.multiprocessing_context.get_start_method() == "spawn"
+    key = lambda batches: sorted(map(tuple, np.concatenate([np.c_[t[:, :1].numpy(), c[:, :3].numpy()] for t, c in batches])))
+    assert key(list(loader)) == key(list(one))
+    with pytest.raises(ConfigError, match="fork"):
+        from cinn.config import CINNConfig
+
+        CINNConfig(worker_start="fork")
+
+
+def test_dynamic_noise_is_log_uniform_snr_per_angstrom_with_sigma_flux_over_snr(toy_grid):
+    store = open_training_store(toy_grid, LABEL_NAMES)
+    assert store.mode == "dynamic" and store.snr is None
+    stream = _stream(store, copies_per_model=8, snr_range=(10.0, 1000.0))
+    clean = xr.open_zarr(toy_grid, consolidated=False).flux.isel(model=slice(0, store.chunk)).values.astype(np.float64)
+    t, f, logsnr = stream.read_chunk(0, np.random.default_rng(1))
+    assert f.shape == (store.chunk * 8, store.wavelength.size)
+    # S/N per Angstrom log-uniform over 10..1000: log10 uniform on [1, 3]
+    assert logsnr.min() >= 1 and logsnr.max() <= 3
+    hist = np.histogram(logsnr, bins=4, range=(1, 3))[0] / logsnr.size
+    np.testing.assert_allclose(hist, 0.25, atol=0.05)
+    # noise sigma = flux / S/N per pixel (S/N per Angstrom * sqrt(pixel width / 1 A)), fresh noise per copy
+    base = np.repeat(clean, 8, axis=0)
+    sigma = np.abs(base) / snr_per_pixel(10.0**logsnr, store.pixel_width)
+    pulls = (f - base) / sigma
+    assert pulls.std() == pytest.approx(1.0, abs=0.03) and abs(pulls.mean()) < 0.03
+    assert not np.allclose(f[0], f[1])  # two copies of one model differ
+    t2, f2, s2 = stream.read_chunk(0, np.random.default_rng(1))
+    np.testing.assert_array_equal(f2, f)  # a function of the generator: reproducible (resume = uninterrupted)
+
+
+def test_packed_uint16_flux_is_decoded_like_xarray(shared_data):
+    """The base-grid schema stores flux as uint16 with a CF scale_factor: the loader must decode it, not read raw ints."""
+    path = shared_data / "tsgrid-lte" / "grid.zarr"
+    store = open_training_store(path, LABEL_NAMES)
+    stream = _stream(store)
+    got = stream._read(slice(0, 2))
+    expected = xr.open_zarr(path, consolidated=False).flux.isel(model=slice(0, 2)).values
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert 0.0 < np.nanmedian(got) < 1.5

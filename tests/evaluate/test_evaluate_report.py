@@ -1,0 +1,155 @@
+"""`gridkit evaluate` end to end on a tiny model, and the posterior predictive check on the analytic grid."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from evaluate_helpers import SNR, truths
+
+LABELS_SHOWN = ("teff", "logg", "feh")
+
+
+@pytest.fixture(scope="module")
+def report(tiny_model, analytic_cube, tmp_path_factory):
+    from gridkit.cli import main
+
+    out = tmp_path_factory.mktemp("report") / "report"
+    argv = ["evaluate", str(tiny_model), str(analytic_cube), "--out", str(out), "--samples", "64", "--snr-figure", "300",
+            "--ppc", "1", "--ppc-draws", "4", "--saliency-spectra", "8", "--no-progress"]
+    assert main(argv) == 0
+    return out
+
+
+def _table(path):
+    from astropy.table import Table
+
+    return Table.read(path, format="ascii.ecsv")
+
+
+def test_report_tables_follow_the_paper_layout_with_sane_values(report, tiny_model):
+    import cinn
+
+    n_test = cinn.read_split(tiny_model)["test"].size
+    labels = list(cinn.load(tiny_model).label_names)
+    res = _table(report / "residuals.ecsv")
+    assert list(res["snr"]) == list(SNR) and set(res["n_star"]) == {n_test}
+    for lab in labels:
+        assert np.all(np.isfinite(res[f"{lab}_mean"])) and np.all(res[f"{lab}_sigma"] > 0)
+    assert str(res["teff_mean"].unit) == "K"
+    nr = _table(report / "nrmse.ecsv")
+    vals = np.array([[nr[lab][i] for lab in labels] for i in range(len(nr))])
+    assert np.all(vals >= 0) and np.all(np.isfinite(vals))
+    # higher S/N: the network is not worse on Teff (a tiny net, so only the ends of the range are compared)
+    assert nr["teff"][-1] <= nr["teff"][0] * 1.2
+    wd = _table(report / "interval_width.ecsv")
+    assert all(np.all(wd[lab] > 0) for lab in labels)
+    cov = _table(report / "coverage.ecsv")
+    assert len(cov) == len(SNR) * 4 and sorted(set(np.round(cov["level"], 2))) == [0.5, 0.68, 0.9, 0.95]
+    c = np.array([[cov[lab][i] for lab in labels] for i in range(len(cov))])
+    assert np.all((c >= 0) & (c <= 1))
+    # coverage grows with the nominal level for every label and S/N (nested central intervals)
+    for s in SNR:
+        sub = cov[np.isclose(cov["snr"], s)]
+        sub.sort("level")
+        for lab in labels:
+            assert np.all(np.diff(np.asarray(sub[lab])) >= 0)
+    sbc = _table(report / "sbc.ecsv")
+    assert all(np.all((sbc[lab] >= 0) & (sbc[lab] <= 1)) for lab in labels)
+    feh = _table(report / "width_vs_feh.ecsv")
+    assert {"snr", "feh_lo", "feh_hi"} <= set(feh.colnames) and np.all(feh["feh_lo"] < feh["feh_hi"])
+    assert (report / "residuals.csv").read_text().startswith("snr,n_star,")
+
+
+def test_report_figures_summary_and_ppc(report):
+    names = {p.name for p in report.glob("*.png")}
+    for expected in ("fig4_residuals_vs_snr.png", "fig5_map_vs_truth_snr300.png", "figA2_width_vs_snr.png", "figA3_width_vs_feh.png",
+                     "sbc_ranks_snr300.png", "coverage.png", "fig7_ppc_snr300.png"):
+        assert expected in names
+    assert any(n.startswith("figA4_saliency_") for n in names)
+    for png in report.glob("*.png"):
+        assert png.stat().st_size > 20_000  # drawn, not empty
+    summary = (report / "summary.md").read_text()
+    assert "Table A.1" in summary and "Coverage of the central 68 % interval" in summary and "Posterior predictive check" in summary
+    meta = json.loads((report / "summary.json").read_text())
+    assert set(meta["coverage_68"]) >= set(LABELS_SHOWN) and all(0 <= v <= 1 for v in meta["coverage_68"].values())
+    sal = xr.open_zarr(report / "saliency_snr300.zarr", consolidated=False)
+    assert float(sal.saliency.max()) <= 1.0 and float(sal.saliency.min()) >= 0.0
+    from astropy.table import Table
+
+    ppc = Table.read(report / "ppc_snr300.ecsv", format="ascii.ecsv")
+    assert len(ppc) == 1 and np.isfinite(ppc["rms_map"][0]) and ppc["rms_map"][0] > 0
+    # the model at the truth explains the spectrum down to the noise (the PPC's reference row)
+    assert ppc["chi2_truth"][0] == pytest.approx(1.0, abs=0.3)
+
+
+def test_posterior_predictive_residual_at_the_true_labels_is_at_noise_level(analytic_cube):
+    """Re-simulating test spectra at their TRUE labels with the generator and the chain read from the cube's
+    attrs gives residuals with reduced chi^2 ~ 1 at every S/N; at S/N 300, [Fe/H] 0.3 dex off does not."""
+    from cinn.evaluate.ppc import generator_from_attrs, resimulate
+    from gridkit.kernels.noise import snr_per_pixel
+    from gridkit.kernels.rebin import pixel_widths
+    from gridkit.schema import LABEL_NAMES
+
+    ds = xr.open_zarr(analytic_cube, consolidated=False)
+    gen, why = generator_from_attrs(ds.attrs)
+    assert gen is not None, why
+    sub = ds.isel(model=slice(0, 6)).load()
+    wl = np.asarray(ds.wavelength.values)
+    truth = truths(sub, LABEL_NAMES)
+    model = resimulate(gen, truth, LABEL_NAMES, ds.attrs, wl)
+    wrong = truth.copy()
+    wrong[:, 2] += 0.3
+    off = resimulate(gen, wrong, LABEL_NAMES, ds.attrs, wl)
+    n_pix = wl.size
+    for k, s in enumerate(SNR):
+        sp = snr_per_pixel(np.array([s]), pixel_widths(wl))[0]
+        obs = sub.flux.values[:, k]
+        chi2 = np.mean(((obs - model) / (np.abs(model) / sp)) ** 2, axis=1)
+        assert np.all(np.abs(chi2 - 1.0) < 5 * np.sqrt(2.0 / n_pix)), (s, chi2)
+        if s == 300:
+            chi2_off = np.mean(((obs - off) / (np.abs(off) / sp)) ** 2, axis=1)
+            assert np.all(chi2_off > 1.0 + 5 * np.sqrt(2.0 / n_pix)), (s, chi2_off)
+
+
+def test_ppc_says_why_it_cannot_run():
+    from cinn.evaluate.ppc import generator_from_attrs
+
+    gen, why = generator_from_attrs({"instrument": "4most-hr"})
+    assert gen is None and "backend" in why
+    gen, why = generator_from_attrs({"provenance": json.dumps({"backend": "phoenix"})})
+    assert gen is None and "phoenix" in why
+
+
+def test_cli_errors_name_the_problem(tiny_model, analytic_cube, tmp_path, capsys):
+    from gridkit.cli import main
+
+    assert main(["evaluate", str(tiny_model), "--out", str(tmp_path / "r")]) == 2
+    assert "MODEL_DIR CUBE" in capsys.readouterr().err
+    assert main(["evaluate", str(tiny_model), str(analytic_cube), "--out", str(tmp_path / "r"), "--snr", "55"]) == 2
+    assert "snr [55.0] not in the cube" in capsys.readouterr().err
+    assert main(["evaluate", str(tiny_model), str(analytic_cube), "--out", str(tmp_path / "r"), "--samples", "1"]) == 2
+    assert "samples" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.turbospectrum
+@pytest.mark.shared
+def test_ppc_rebuilds_turbospectrum_for_the_shared_grid_and_reproduces_a_model(shared_data):
+    """The shared Turbospectrum grid: the PPC's generator (rebuilt from the grid's attrs) re-simulates one of its
+    models at the model's labels, through the 4MOST HR chain, onto the degraded grid spectrum (noise-free)."""
+    from cinn.evaluate.ppc import generator_from_attrs, resimulate
+    from gridkit.degrade import degrade
+    from gridkit.schema import LABEL_NAMES
+
+    grid = xr.open_zarr(shared_data / "tsgrid-lte" / "grid.zarr", consolidated=False)
+    gen, why = generator_from_attrs(grid.attrs)
+    if gen is None:
+        pytest.skip(why)
+    one = grid.isel(model=[0]).load()
+    observed = degrade(one, "4most-hr", snr=None).compute()
+    model = resimulate(gen, truths(one, LABEL_NAMES), LABEL_NAMES, observed.attrs, observed.wavelength.values)
+    diff = observed.flux.values - model
+    assert np.sqrt(np.mean(diff**2)) < 2e-3

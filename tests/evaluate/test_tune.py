@@ -1,0 +1,97 @@
+"""Hyperparameter search: Optuna + HyperbandPruner on the per-epoch validation loss, journal storage shared
+by Dask workers, and a best_config.json that `cinn.CINNConfig` (hence `gridkit train --config`) loads."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from evaluate_helpers import TINY
+
+SPACE = {"lr": ("float", 5e-4, 5e-3, True), "n_blocks": ("int", 2, 4, 2), "subnet_width": ("categorical", (32, 64)),
+         "clamp": ("float", 1.0, 2.5, False), "weight_decay": ("float", 1e-8, 1e-5, True)}
+BASE = {**TINY, "batches_per_epoch": 4, "val_samples": 512}
+
+
+def _rows(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_study_reports_every_epoch_prunes_and_writes_a_loadable_best_config(analytic_cube, tmp_path):
+    import optuna
+
+    import cinn
+    from cinn.tune import BEST_CONFIG, STUDY_NAME, storage, tune
+
+    res = tune(analytic_cube, tmp_path / "tune", n_trials=3, epochs=2, config=BASE, space=SPACE, seed=1, progress=False)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage(tmp_path / "tune"))
+    trials = study.get_trials()
+    assert len(trials) == 3 == res["n_trials"] and res["n_complete"] >= 1
+    for t in trials:
+        # one report per epoch trained, equal to that epoch's validation NLL in the trial's own log.csv
+        log = [r for r in _rows(t.user_attrs["model_dir"] + "/log.csv") if int(r["epoch"]) >= 1]
+        assert sorted(t.intermediate_values) == [int(r["epoch"]) for r in log]
+        for r in log:
+            assert t.intermediate_values[int(r["epoch"])] == pytest.approx(float(r["val_nll"]))
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert len(log) == 2 and t.value == pytest.approx(min(float(r["val_nll"]) for r in log))
+        assert set(t.params) == set(SPACE) and t.params["subnet_width"] in (32, 64)
+    cfg = cinn.CINNConfig.from_file(tmp_path / "tune" / BEST_CONFIG)
+    best = study.best_trial
+    assert cfg.lr == pytest.approx(best.params["lr"]) and cfg.n_blocks == best.params["n_blocks"]
+    assert cfg.subnet_width == best.params["subnet_width"] and cfg.feature_layers == tuple(TINY["feature_layers"])
+    assert res["best_value"] == pytest.approx(min(t.value for t in trials if t.value is not None))
+    assert len(_rows(tmp_path / "tune" / "trials.csv")) == 3
+
+
+def test_hyperband_prunes_a_trial_that_reports_worse_losses(tmp_path):
+    """The pruner and storage as tune() configures them stop a trial far worse than finished ones at its first rung."""
+    import optuna
+
+    from cinn.tune import _study
+
+    study = _study(tmp_path, epochs=9, seed=0, create=True)
+    assert isinstance(study.pruner, optuna.pruners.HyperbandPruner)
+    for _ in range(20):
+        t = study.ask()
+        for e in range(1, 10):
+            t.report(1.0 / e, e)
+            assert not t.should_prune()  # records the trial's value at each rung, as the tuning loop does
+        study.tell(t, 1.0 / 9)
+    stops = []
+    for _ in range(6):  # trials far worse than every finished one, in whichever Hyperband bracket they land
+        bad = study.ask()
+        stop = None
+        for e in range(1, 10):
+            bad.report(100.0 + e, e)
+            if bad.should_prune():
+                stop = e
+                break
+        stops.append(stop)
+        study.tell(bad, state=optuna.trial.TrialState.PRUNED if stop else optuna.trial.TrialState.COMPLETE, values=None if stop else 109.0)
+    assert all(s is not None for s in stops), stops
+    assert min(stops) < 9 and sum(s < 9 for s in stops) >= 3, stops
+
+
+def test_trials_over_a_dask_cluster_share_the_journal(analytic_cube, tmp_path):
+    from cinn.tune import tune
+    from gridkit.cluster import dask_client
+
+    with dask_client(n_workers=2, threads_per_worker=1, processes=False, quiet=True) as client:
+        res = tune(analytic_cube, tmp_path / "tune", n_trials=2, epochs=1, config=BASE, space=SPACE, client=client, progress=False)
+    assert res["n_trials"] == 2 and res["n_complete"] + res["n_pruned"] == 2
+    assert json.loads((tmp_path / "tune" / "best_config.json").read_text())["num_workers"] == 0
+
+
+def test_bad_space_and_arguments_are_refused(analytic_cube, tmp_path):
+    from cinn.tune import check_space, tune
+    from gridkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a cINN config key"):
+        check_space({"learning_rate": ("float", 1e-4, 1e-2, True)})
+    with pytest.raises(ConfigError, match="'lr'"):
+        check_space({"lr": ("float", 0.0, 1e-2, True)})
+    with pytest.raises(ConfigError, match="n_trials"):
+        tune(analytic_cube, tmp_path / "t", n_trials=0)
