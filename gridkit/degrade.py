@@ -201,11 +201,17 @@ def _noise_draws(seed: int, row_keys: np.ndarray, snr_keys: Sequence[int], n: in
 def _noise_block(flux, row_keys, *, snr_pixel, snr_keys, seed):
     flux = np.asarray(flux, dtype=np.float64)
     lead = flux.shape[:-1]
-    rows = flux.reshape(-1, flux.shape[-1])
+    n = flux.shape[-1]
+    rows = flux.reshape(-1, n)
     keys = np.asarray(row_keys).reshape(-1)
-    draws = _noise_draws(seed, keys, snr_keys, rows.shape[-1])
-    out = noise.apply_noise(rows[:, None, :], snr_pixel[None, :, :], draws)
-    return _as_float32(out.reshape(*lead, len(snr_keys), flux.shape[-1]))
+    # one (row, S/N) at a time straight into the float32 output: the same values as drawing the whole block
+    # at once (`_noise_draws`), without its float64 temporaries (3x the output's size)
+    out = np.empty((rows.shape[0], len(snr_keys), n), dtype=np.float32)
+    for i, key in enumerate(keys.tolist()):
+        for j, skey in enumerate(snr_keys):
+            draws = _store.rng_for(seed, key, skey).standard_normal(n)
+            out[i, j] = noise.apply_noise(rows[i], snr_pixel[j], draws)
+    return out.reshape(*lead, len(snr_keys), n)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -222,23 +222,15 @@ def _sun(p, cfg, client, infer) -> dict:
 
 
 def _training_log(model_dir: Path) -> dict:
+    """Epochs and the validation negative log-likelihood at the first and last epoch, from the model's log.csv."""
     import csv
 
-    path = model_dir / "training_log.csv"
-    if not path.is_file():
-        cands = sorted(model_dir.glob("*.csv"))
-        path = cands[0] if cands else None
-    if path is None:
-        return {}
-    rows = list(csv.DictReader(path.open()))
+    path = model_dir / "log.csv"
+    rows = list(csv.DictReader(path.open())) if path.is_file() else []
     if not rows:
         return {}
-    keys = [k for k in rows[0] if "val" in k and "loss" in k] or [k for k in rows[0] if k.startswith("v_")]
-    key = keys[0] if keys else None
-    res = {"epochs": len(rows), "log": str(path)}
-    if key:
-        res.update({"validation_loss_first": float(rows[0][key]), "validation_loss_last": float(rows[-1][key]), "column": key})
-    return res
+    return {"epochs": len(rows), "log": str(path), "validation_loss_first": float(rows[0]["val_nll"]),
+            "validation_loss_last": float(rows[-1]["val_nll"]), "column": "val_nll"}
 
 
 def _catalog_accuracy(cat) -> dict:
@@ -269,29 +261,12 @@ def catalogs_labels(cat) -> list[str]:
 
 
 def _coverage68(report: Path) -> dict:
-    """The 68 % coverage per label and S/N from the evaluation's coverage table."""
-    from astropy.table import Table
-
-    files = sorted(report.glob("*coverage*.ecsv"))
-    if not files:
+    """The 68 % coverage per label at the figure S/N, from the evaluation's summary.json."""
+    path = report / "summary.json"
+    if not path.is_file():
         return {}
-    t = Table.read(files[0])
-    names = t.colnames
-    res: dict = {}
-    level_col = next((c for c in names if c in ("level", "credible_level", "nominal")), None)
-    for row in t:
-        if level_col is not None and abs(float(row[level_col]) - 0.68) > 1e-6:
-            continue
-        snr = float(row["snr"]) if "snr" in names else None
-        for c in names:
-            if c in ("snr", level_col):
-                continue
-            try:
-                v = float(row[c])
-            except (TypeError, ValueError):
-                continue
-            res.setdefault(c, {})[f"{snr:g}" if snr is not None else "all"] = v
-    return res
+    doc = json.loads(path.read_text())
+    return doc.get("coverage_68", {})
 
 
 def _plot_spectra(p) -> Path:
@@ -364,9 +339,12 @@ def results_table(summary: dict) -> str:
         lines += ["", "observed Sun (UVES, fourmostified): " + ", ".join(
             f"{k} {sun[k]:.3g} [{sun[k + '_p16']:.3g}, {sun[k + '_p84']:.3g}] (ref {sun['reference'][k]:g})" for k in ("teff", "logg", "feh"))
             + f", f_reject {sun.get('f_reject', float('nan')):.2f}"]
+    cov = summary.get("coverage68", {})
+    if cov:
+        lines += ["", "coverage of the 68 % intervals (evaluation, test split): " + ", ".join(f"{k} {v:.2f}" for k, v in cov.items())]
     tr = summary.get("training", {})
     if "validation_loss_first" in tr:
-        lines += ["", f"training: {tr['epochs']} epochs, validation loss {tr['validation_loss_first']:.3f} -> {tr['validation_loss_last']:.3f}"]
+        lines += ["", f"training: {tr['epochs']} epochs, validation NLL {tr['validation_loss_first']:.3f} -> {tr['validation_loss_last']:.3f}"]
     t = summary.get("timings_s", {})
     if t:
         lines += ["", "timings [s]: " + ", ".join(f"{k} {v:g}" for k, v in t.items())]
