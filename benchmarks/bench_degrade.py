@@ -8,7 +8,7 @@ own fresh subprocess, which reports its wall time and its peak RSS (`ru_maxrss`)
 N (the output cube is held in memory), ours does not (a region of models at a time). Output per model:
 n_snr x 25,200 float32 (19 S/N: 1.9 MB), so the cube of N models is N x that.
 
-    .venv/bin/python -m benchmarks.bench_degrade       # sizes 6,24,96, 19 S/N, ours x3 / loop x1 per size (~5 min)
+    .venv/bin/python -m benchmarks.bench_degrade       # sizes 6,24,72 (+384 ours only), 19 S/N, ours x3 / loop x1 per size (~5 min)
     .venv/bin/python -m benchmarks.bench_degrade --sizes 50,200,800 --loop-repeats 3   # out of core at scale (long)
 
 models/s per core divides by the cores the method uses (ours: a thread per core; the loop: one). No GPU is
@@ -32,10 +32,12 @@ from pathlib import Path
 import numpy as np
 
 SNR = (10, 12, 14, 16, 18, 20, 23, 26, 30, 35, 40, 45, 50, 80, 100, 130, 180, 250, 1000)
-SIZES = (6, 24, 96)
+SIZES = (6, 24, 72)
 REPEATS = 3
 #: the loop costs ~2 s per model (spectres is a Python loop over pixels): one run per size by default
 LOOP_REPEATS = 1
+#: sizes run with ours only (the loop would take ~2 s x N): the trend of its peak RSS further out
+OURS_ONLY = (384,)
 N_UNIQUE = 6
 REGION = 16
 
@@ -160,6 +162,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=REPEATS, help="runs of ours per size (median)")
     p.add_argument("--loop-repeats", type=int, default=LOOP_REPEATS, help="runs of the loop per size (median)")
     p.add_argument("--snr", default=",".join(map(str, SNR)), help="S/N values per A (default: the published 19)")
+    p.add_argument("--ours-only", default=",".join(map(str, OURS_ONLY)), help="further sizes run with ours only ('' for none)")
     p.add_argument("--no-pyasl", action="store_true", help="skip the all-PyAstronomy loop (fastRotBroad, slow)")
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed at the end)")
     args = p.parse_args(sys.argv[1:] if argv is None and __name__ == "__main__" else argv or [])
@@ -191,6 +194,14 @@ def main(argv=None) -> None:
             rows.append(row)
             print(f"  N={n}: ours {row['ours']['seconds']:.1f} s, {row['ours']['rss']:.0f} MB; "
                   f"loop {row['loop']['seconds']:.1f} s, {row['loop']['rss']:.0f} MB", flush=True)
+        for n in [int(x) for x in args.ours_only.split(",") if x.strip()]:
+            src = work / f"base-{n}.zarr"
+            if not src.exists():
+                make_input(src, n)
+            r = measure("ours", src, work / "out-ours.zarr", snr)
+            rows.append({"n": n, "ours": {"seconds": r["seconds"], "per_core": n / r["seconds"] / r["cores"], "cores": r["cores"],
+                                          "rss": r["peak_rss_mb"]}, "loop": None})
+            print(f"  N={n}: ours {r['seconds']:.1f} s, {r['peak_rss_mb']:.0f} MB (ours only, 1 run)", flush=True)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -205,16 +216,22 @@ def _table(rows, snr, pyasl=None) -> None:
           f"{'peak RSS MB':>11} | {'speed ratio':>11} {'RSS ratio':>9}")
     for r in rows:
         o, b = r["ours"], r["loop"]
+        if b is None:
+            print(f"{r['n']:>6} {r['n'] * len(snr) * 25_200 * 4 / 1e6:>8.0f} | {o['seconds']:>7.1f} {o['per_core']:>10.2f} {o['rss']:>11.0f} | "
+                  f"{'(not run: ~2 s per model)':>31} |")
+            continue
         print(f"{r['n']:>6} {r['n'] * len(snr) * 25_200 * 4 / 1e6:>8.0f} | {o['seconds']:>7.1f} {o['per_core']:>10.2f} {o['rss']:>11.0f} | "
               f"{b['seconds']:>7.1f} {b['per_core']:>10.2f} {b['rss']:>11.0f} | {o['per_core'] / b['per_core']:>10.2f}x {b['rss'] / o['rss']:>8.2f}x")
     if pyasl is not None:
         per_core = pyasl["n"] / pyasl["seconds"]
         print(f"{pyasl['n']:>6} {'':>8} | {'':>7} {'':>10} {'':>11} | {pyasl['seconds']:>7.1f} {per_core:>10.3f} {pyasl['peak_rss_mb']:>11.0f} | "
               f"{rows[0]['ours']['per_core'] / per_core:>10.1f}x {'':>9}  <- loop with PyAstronomy's fastRotBroad itself (vs ours at {rows[0]['n']})")
-    if len(rows) > 1:
-        first, last = rows[0], rows[-1]
+    both = [r for r in rows if r["loop"] is not None]
+    if len(both) > 1:
+        first, last = both[0], both[-1]
         print(f"peak RSS from {first['n']} to {last['n']} models: ours x{last['ours']['rss'] / first['ours']['rss']:.2f}, "
-              f"loop x{last['loop']['rss'] / first['loop']['rss']:.2f} (medians of {len(rows)} sizes' repeats; speed ratio = "
+              f"loop x{last['loop']['rss'] / first['loop']['rss']:.2f}; ours from {first['n']} to {rows[-1]['n']}: "
+              f"x{rows[-1]['ours']['rss'] / first['ours']['rss']:.2f} (ours holds at most threads x 16 models; speed ratio = "
               f"ours / loop per core, RSS ratio = loop / ours)")
 
 

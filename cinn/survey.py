@@ -111,10 +111,10 @@ def _survey(path) -> xr.Dataset:
 class InferChunk:
     """make_region of `infer`: the posterior summaries of one chunk of stars. Small and picklable."""
 
-    def __init__(self, model_dir, model_id, survey_path, samples, seed, label_names, loader=None, device="auto"):
+    def __init__(self, model_dir, model_id, survey_path, samples, seed, label_names, loader=None, device="auto", missing="flag"):
         self.model_dir, self.model_id, self.survey_path = str(model_dir), str(model_id), str(survey_path)
         self.samples, self.seed, self.label_names = int(samples), int(seed), tuple(label_names)
-        self.loader, self.device = loader, device
+        self.loader, self.device, self.missing = loader, device, missing
 
     def __call__(self, i: int, sl: slice) -> xr.Dataset:
         post = cached_posterior(self.model_dir, self.model_id, self.loader, self.device)
@@ -122,6 +122,13 @@ class InferChunk:
         flux = np.asarray(survey["flux"].isel({STAR: sl}).values, dtype=np.float32)
         snr = np.asarray(survey["snr"].isel({STAR: sl}).values, dtype=np.float64)
         keys = np.arange(sl.start, sl.stop, dtype=np.int64)  # the star's index in the survey: chunking-independent draws
+        bad = ~np.isfinite(flux)
+        n_missing = bad.sum(axis=1).astype(np.int32)
+        if self.missing == "impute" and bad.any():
+            # the training set's mean flux of the pixel: it standardizes to 0, the least informative input;
+            # counted per star in `n_imputed`, never done unless asked for (missing="impute")
+            mean = np.broadcast_to(np.asarray(post.scaler.flux_mean, dtype=np.float32), flux.shape)
+            flux = np.where(bad, mean, flux)
         # a spectrum with missing pixels (NaN from `gridkit fourmostify` outside its coverage) is not inferred:
         # its row gets NaN summaries, f_reject 1 and flag_missing_flux, and the rest of the chunk goes on
         ok = np.isfinite(flux).all(axis=1) & np.isfinite(snr) & (snr > 0)
@@ -142,6 +149,7 @@ class InferChunk:
         out["f_reject"] = ((STAR,), f_reject)
         out["flag_extrapolated"] = ((STAR,), flag)
         out["flag_missing_flux"] = ((STAR,), ~ok)
+        out["n_imputed"] = ((STAR,), n_missing if self.missing == "impute" else np.zeros(n, dtype=np.int32))
         return xr.Dataset(out, coords={STAR: np.arange(sl.start, sl.stop)})
 
 
@@ -240,7 +248,7 @@ def _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, com
     import gridkit
 
     labels = tuple(post.label_names)
-    reserved = set(labels) | {f"{x}_quantiles" for x in labels} | {"f_reject", "flag_extrapolated", "flag_missing_flux", "quantile"}
+    reserved = set(labels) | {f"{x}_quantiles" for x in labels} | {"f_reject", "flag_extrapolated", "flag_missing_flux", "n_imputed", "quantile"}
     data = {}
     for name in labels:
         attrs = label_attrs(name)
@@ -254,6 +262,8 @@ def _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, com
                                             {"units": "1", "long_name": "more than half of the posterior samples outside the training label bounds"})
     data["flag_missing_flux"] = xr.Variable((STAR,), da.zeros(n, dtype=bool, chunks=chunk),
                                             {"units": "1", "long_name": "spectrum has non-finite flux or S/N: not inferred (labels NaN, f_reject 1)"})
+    data["n_imputed"] = xr.Variable((STAR,), da.zeros(n, dtype=np.int32, chunks=chunk),
+                                    {"units": "1", "long_name": "missing flux pixels replaced by the training mean flux (infer missing='impute')"})
     data.update(_passthrough(survey, reserved))
     attrs = {
         "title": "gridkit stellar-label catalog",
@@ -320,6 +330,7 @@ def infer(
     loader: Callable | None = None,
     device: str = "auto",
     n_threads: int = 1,
+    missing: str = "flag",
 ) -> Path:
     """Infer the labels of every star of `survey_path` with the model in `model_dir`; write the catalog `out`.
 
@@ -328,10 +339,14 @@ def infer(
     client: a distributed Client (GPU workers through the `GPU` resource), default: `n_threads` local
     threads; overwrite: replace an existing `out` (otherwise it is resumed if the same job made it, and
     refused if not); loader: model_dir -> Posterior (default `cinn.load`); device: 'auto' (CUDA on GPU
-    workers), 'cpu' or 'cuda'. Returns the catalog path. Everything is validated before anything is written.
+    workers), 'cpu' or 'cuda'. missing: 'flag' (default: a spectrum with missing pixels is not inferred, its
+    row is NaN with flag_missing_flux) or 'impute' (missing pixels take the training mean flux; counted in
+    n_imputed). Returns the catalog path. Everything is validated before anything is written.
     """
     samples = _check_int("samples", samples, 1)
     seed = _check_int("seed", seed, 0)
+    if missing not in ("flag", "impute"):
+        raise ConfigError(f"missing must be 'flag' (spectra with missing pixels are not inferred) or 'impute', got {missing!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     import dask
@@ -339,7 +354,7 @@ def infer(
     # the preparation below reads small per-star columns: in this process, not as hundreds of tiny tasks on the cluster
     with dask.config.set(scheduler="synchronous"):
         store, make_region, labels = _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrite, progress, command,
-                                              loader, device)
+                                              loader, device, missing)
     failures = _store.write_regions(store, make_region, client=client, n_threads=n_threads, on_error="record", progress=progress,
                                     desc="infer", resources=gpu_resources(client))
     if failures:
@@ -349,7 +364,7 @@ def infer(
     return Path(out)
 
 
-def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrite, progress, command, loader, device):
+def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrite, progress, command, loader, device, missing="flag"):
     """Validate everything, write the template (or find the one to resume); return (store, make_region, labels)."""
     model_dir, survey_path, out = Path(model_dir), Path(survey_path), Path(out)
     if not model_dir.is_dir():
@@ -370,7 +385,8 @@ def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrit
     chunk = min(chunk, n)
     if out.exists() and not overwrite:
         _refuse_other_model(out, post, model_dir)
-    fp = _store.fingerprint("infer", str(post.model_id), list(post.label_names), survey_identity(survey, survey_path), samples, seed, chunk)
+    fp = _store.fingerprint("infer", str(post.model_id), list(post.label_names), survey_identity(survey, survey_path), samples, seed, chunk,
+                            *(() if missing == "flag" else (missing,)))
     template = _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, command)
     store, resumed = _store.create(out, template, dim=STAR, region_size=chunk, fingerprint=fp, overwrite=overwrite)
     if progress:
@@ -381,7 +397,8 @@ def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrit
         with _LOCK:
             _POSTERIORS.setdefault((str(model_dir.resolve()), model_id, "cpu"), post)
     del post  # distributed workers load their own copy, once per worker process, never shipped with the tasks
-    make_region = InferChunk(model_dir.resolve(), model_id, survey_path.resolve(), samples, seed, labels, loader=loader, device=device)
+    make_region = InferChunk(model_dir.resolve(), model_id, survey_path.resolve(), samples, seed, labels, loader=loader, device=device,
+                             missing=missing)
     return store, make_region, labels
 
 

@@ -26,8 +26,10 @@ from .errors import ConfigError
 
 #: a CPU-sized network (the published one is cinn.CINNConfig() with its defaults)
 DEMO_NETWORK = {
-    "n_blocks": 8, "subnet_width": 256, "subnet_layers": 2, "feature_layers": (512, 256), "n_features": 64,
-    "lr": 1e-3, "lr_decay": 0.97, "patience": 8, "val_samples": 1024, "num_workers": 1, "shuffle_buffer": 4096,
+    "n_blocks": 6, "subnet_width": 128, "subnet_layers": 2, "feature_layers": (256,), "n_features": 64,
+    "lr": 1e-3, "lr_decay": 0.97, "patience": 8, "val_samples": 1024, "shuffle_buffer": 4096,
+    # loading in the training process: the cube is small, and spawned loader workers restart every epoch
+    "num_workers": 0,
 }
 #: a network that trains in seconds, for `--quick` (tests, CI)
 QUICK_NETWORK = {
@@ -43,7 +45,7 @@ class DemoConfig:
     arms: tuple[str, ...] = ("green", "red")
     #: S/N per Angstrom of the training cube (the published grid has 19 values from 10 to 1000)
     snr: tuple[float, ...] = (20.0, 50.0, 100.0, 250.0)
-    epochs: int = 40
+    epochs: int = 30
     batches_per_epoch: int = 32
     batch_size: int = 256
     network: dict = field(default_factory=lambda: dict(DEMO_NETWORK))
@@ -211,9 +213,9 @@ def _sun(p, cfg, client, infer) -> dict:
     import catalogs
 
     infer(p["model"], p["sun_survey"], p["sun_catalog"], samples=max(cfg.infer_samples, 1024), chunk=1, seed=cfg.seed,
-          client=client, overwrite=True, progress=False, command="gridkit demo (Sun)")
+          client=client, overwrite=True, progress=False, command="gridkit demo (Sun)", missing="impute")
     cat = catalogs.open(p["sun_catalog"])
-    row = {k: float(cat[k].values[0]) for k in ("teff", "logg", "feh", "f_reject", "snr") if k in cat}
+    row = {k: float(cat[k].values[0]) for k in ("teff", "logg", "feh", "f_reject", "snr", "n_imputed") if k in cat}
     for k in ("teff", "logg", "feh"):
         q = cat[f"{k}_quantiles"].values[0]
         row[f"{k}_p16"], row[f"{k}_p84"] = float(q[1]), float(q[3])
@@ -338,7 +340,7 @@ def results_table(summary: dict) -> str:
     if sun:
         lines += ["", "observed Sun (UVES, fourmostified): " + ", ".join(
             f"{k} {sun[k]:.3g} [{sun[k + '_p16']:.3g}, {sun[k + '_p84']:.3g}] (ref {sun['reference'][k]:g})" for k in ("teff", "logg", "feh"))
-            + f", f_reject {sun.get('f_reject', float('nan')):.2f}"]
+            + f", f_reject {sun.get('f_reject', float('nan')):.2f}, {sun.get('n_imputed', 0):.0f} missing pixels imputed"]
     cov = summary.get("coverage68", {})
     if cov:
         lines += ["", "coverage of the 68 % intervals (evaluation, test split): " + ", ".join(f"{k} {v:.2f}" for k, v in cov.items())]

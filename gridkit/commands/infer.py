@@ -23,6 +23,9 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0, help="random seed; the catalog is a function of (model, survey, samples, seed)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA on workers with the GPU resource")
     p.add_argument("--gpu-workers", action="store_true", help="LocalCluster only: give each local worker the resource GPU=1 (one worker per GPU)")
+    p.add_argument("--missing", choices=("flag", "impute"), default="flag",
+                   help="spectra with missing (NaN) pixels: 'flag' leaves them uninferred (flag_missing_flux), 'impute' fills those "
+                        "pixels with the training mean flux and counts them in n_imputed (default: flag)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_cluster_options(p)
     p.epilog = "--workers 0 runs the tasks on --threads-per-worker threads of this process, without a Dask cluster."
@@ -48,6 +51,6 @@ def _run(args, argv=None):
     with context as client:
         out = infer(args.model_dir, args.survey, args.out, samples=args.samples, chunk=args.chunk, seed=args.seed, client=client,
                     overwrite=args.overwrite, progress=not args.no_progress, command=command, device=args.device,
-                    n_threads=max(1, args.threads_per_worker))
+                    n_threads=max(1, args.threads_per_worker), missing=args.missing)
     print(f"catalog written: {out}")
     return 0

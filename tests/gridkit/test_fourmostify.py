@@ -123,11 +123,11 @@ def _write_text(path, wl, flux):
 
 
 def test_survey_store_and_cli(tmp_path, capsys):
-    wl = np.arange(5100.0, 6700.0, 0.01)  # stops before the red arm's end
-    flux = 1 - 0.5 * np.exp(-0.5 * ((wl - 5500.0) / 0.02) ** 2)
+    wl = np.arange(5100.0, 6700.0, 0.02)  # stops before the red arm's end
+    flux = 1 - 0.5 * np.exp(-0.5 * ((wl - 5500.0) / 0.03) ** 2)
     a = _write_text(tmp_path / "star-a.txt", wl, flux)
     flux_b = flux.copy()
-    flux_b[30_000:30_010] = np.nan  # masked pixels near 5400 A
+    flux_b[15_000:15_005] = np.nan  # masked pixels near 5400 A
     b = _write_text(tmp_path / "star-b.txt", wl, flux_b)
     out = tmp_path / "survey.zarr"
     report = tmp_path / "missing.csv"

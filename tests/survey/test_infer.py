@@ -19,8 +19,8 @@ import xarray as xr
 import catalogs
 from catalogs.schema import QUANTILES, as_str
 from gridkit.cli import main
-
 from gridkit.errors import StoreError
+
 from survey_fakes import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,3 +245,32 @@ def test_sigkill_of_the_cli_mid_run_then_rerun_resumes_and_equals_uninterrupted(
     assert len(after) == 40 and {k: after[k] for k in before} == before  # finished chunks were not rewritten
     assert sorted(calls) == sorted(set(range(40)) - {int(Path(k).stem) for k in before})  # ... nor recomputed
     _assert_same_catalog(out, real_catalog)  # an uninterrupted run (chunks of 16; per-star draws make chunking irrelevant)
+
+
+def test_missing_pixels_are_imputed_only_when_asked_and_counted(analytic_model, tmp_path):
+    """missing='impute': NaN pixels take the training mean flux (standardized 0); the star is inferred, the
+    count is in n_imputed, and the result equals summarize() of the explicitly filled spectrum."""
+    import cinn
+    from cinn.survey import infer
+
+    model_dir, _, survey_path = analytic_model
+    src = _survey(survey_path).isel(star=slice(0, 6))
+    flux = src.flux.values.copy()
+    flux[2, 100:140] = np.nan
+    src["flux"] = (("star", "wavelength"), flux, src.flux.attrs)
+    src.to_zarr(tmp_path / "gap.zarr", consolidated=False, zarr_format=3)
+    flagged = catalogs.open(infer(model_dir, tmp_path / "gap.zarr", tmp_path / "flag.zarr", samples=64, chunk=3, progress=False))
+    assert flagged.flag_missing_flux.values.tolist() == [False, False, True, False, False, False]
+    assert np.isnan(flagged.teff.values[2]) and flagged.n_imputed.values.tolist() == [0] * 6
+    cat = catalogs.open(infer(model_dir, tmp_path / "gap.zarr", tmp_path / "imp.zarr", samples=64, chunk=3, progress=False,
+                              missing="impute"))
+    assert not cat.flag_missing_flux.values.any()
+    assert cat.n_imputed.values.tolist() == [0, 0, 40, 0, 0, 0]
+    post = cinn.load(model_dir)
+    filled = np.where(np.isnan(flux), post.scaler.flux_mean[None, :], flux).astype(np.float32)
+    direct = post.summarize(filled, src.snr.values, n=64, seed=0, keys=np.arange(6))
+    np.testing.assert_allclose(cat.teff.values, direct.teff.values.astype("f4"), rtol=1e-6)
+    np.testing.assert_array_equal(np.delete(cat.teff.values, 2), np.delete(flagged.teff.values, 2))
+    with pytest.raises(Exception, match="missing"):
+        infer(model_dir, tmp_path / "gap.zarr", tmp_path / "bad.zarr", samples=64, missing="zero")
+    assert not (tmp_path / "bad.zarr").exists()
