@@ -13,10 +13,10 @@ def register(sub):
                     "figures. About 15 minutes on 2 cores with the defaults; rerunning resumes.",
     )
     p.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
-    p.add_argument("--models", type=int, default=None, help="models in the grid (default 1000)")
+    p.add_argument("--models", type=int, default=None, help="models in the grid (default 2000)")
     p.add_argument("--snr", type=floats, default=None, help="S/N per Angstrom of the training cube, comma-separated (default 20,50,100,250)")
     p.add_argument("--arms", type=names, default=None, help="4MOST HR arms (default green,red)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 25; early stopping on the validation loss)")
     p.add_argument("--batches-per-epoch", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--samples", type=int, default=None, help="posterior draws per star of the survey (default 1024; published 4096)")
