@@ -65,10 +65,14 @@ def _positions(store, ids) -> np.ndarray:
 
 
 class Trainer:
-    def __init__(self, cube_path, out_dir, cfg: CINNConfig, progress: bool = True):
+    """One training run. on_epoch: called as on_epoch(row) after every epoch (row: that epoch's log.csv row,
+    checkpoint already written); it may raise to stop the run (hyperparameter search prunes trials this way)."""
+
+    def __init__(self, cube_path, out_dir, cfg: CINNConfig, progress: bool = True, on_epoch=None):
         self.cfg = cfg
         self.out = Path(out_dir)
         self.progress = progress
+        self.on_epoch = on_epoch
         self.store = open_training_store(cube_path, cfg.labels, cfg.loader)
         st = self.store
         self.split = split_models(st.model_ids, cfg.split, cfg.split_seed, out_dir=self.out)
@@ -210,6 +214,8 @@ class Trainer:
                     state["stopped"] = True
                 ck.save_checkpoint(self.out, self.model, self.optimizer, {**state, "config": cfg.to_dict()})
                 self._write_log(state["history"])
+                if self.on_epoch is not None:
+                    self.on_epoch(dict(state["history"][-1]))
         finally:
             bar.close()
         best = ck.load_best(self.out, state["files"].get("best.safetensors")) if state["files"].get("best.safetensors") else self.model.state_dict()

@@ -103,33 +103,20 @@ def _study(tune_dir, epochs: int, seed: int | None = None, create: bool = False)
     return optuna.load_study(study_name=STUDY_NAME, storage=storage(tune_dir), pruner=pruner, sampler=sampler)
 
 
-def _make_trainer_class():
-    from .train import Trainer
+def _reporter(trial):
+    """on_epoch callback of cinn.train.Trainer: report the epoch's validation NLL to the Optuna trial, stop the
+    run when Hyperband prunes it."""
+    import optuna
 
-    class ReportingTrainer(Trainer):
-        """A Trainer that reports each epoch's validation NLL to an Optuna trial and stops when it is pruned.
+    def on_epoch(row) -> None:
+        epoch, val = int(row["epoch"]), float(row["val_nll"])
+        if not math.isfinite(val):
+            raise optuna.TrialPruned(f"validation NLL is {val} at epoch {epoch}")
+        trial.report(val, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned by Hyperband after epoch {epoch} (validation NLL {val:.4g})")
 
-        Hooks `_write_log`, which `Trainer.run` calls after every epoch with the history (row 0 is the
-        validation before training, then one row per epoch)."""
-
-        trial = None
-
-        def _write_log(self, history) -> None:
-            super()._write_log(history)
-            import optuna
-
-            row = history[-1]
-            epoch = int(row["epoch"])
-            if epoch < 1 or self.trial is None:
-                return
-            val = float(row["val_nll"])
-            if not math.isfinite(val):
-                raise optuna.TrialPruned(f"validation NLL is {val} at epoch {epoch}")
-            self.trial.report(val, epoch)
-            if self.trial.should_prune():
-                raise optuna.TrialPruned(f"pruned by Hyperband after epoch {epoch} (validation NLL {val:.4g})")
-
-    return ReportingTrainer
+    return on_epoch
 
 
 def run_trials(cube_path, tune_dir, n_trials: int, base: dict, space: dict, epochs: int, seed: int | None = None) -> int:
@@ -143,7 +130,8 @@ def run_trials(cube_path, tune_dir, n_trials: int, base: dict, space: dict, epoc
     if seed is not None:  # a continued study must not repeat the draws of its first run
         seed = int(seed) + 100_003 * len(_study(tune_dir, epochs).get_trials(deepcopy=False))
     study = _study(tune_dir, epochs, seed)
-    trainer_cls = _make_trainer_class()
+    from .train import Trainer
+
     base_cfg = CINNConfig.from_dict(base)
 
     def objective(trial):
@@ -152,8 +140,7 @@ def run_trials(cube_path, tune_dir, n_trials: int, base: dict, space: dict, epoc
         out = Path(tune_dir) / "trials" / f"{trial.number:04d}"
         out.mkdir(parents=True, exist_ok=True)
         trial.set_user_attr("model_dir", str(out))
-        trainer = trainer_cls(cube_path, out, cfg, progress=False)
-        trainer.trial = trial
+        trainer = Trainer(cube_path, out, cfg, progress=False, on_epoch=_reporter(trial))
         try:
             trainer.run(resume=False)
         except TrainingError as exc:  # diverged: a bad corner of the space, not a failure of the search
