@@ -650,7 +650,7 @@ def degrade_store(
     if check_finite:
         _check_store_finite(base.flux, client)
     template = cube.assign({k: cube[k].load() for k in labels})
-    fp = _store.fingerprint("degrade", str(Path(input_path).resolve()), _store._describe(base[["flux"]]), opts, region_size)
+    fp = _store.fingerprint("degrade", _store.store_identity(input_path, base[["flux"]]), opts, region_size)
     rs, resumed = _store.create(out, template, dim="model", region_size=region_size, fingerprint=fp, overwrite=overwrite)
     failures = _store.write_regions(rs, DegradeRegion(str(input_path), opts, labels), client=client, progress=progress,
                                     desc="degrade", on_error=on_error)

@@ -284,6 +284,23 @@ def write_dataset(
     return store
 
 
+def store_identity(path, ds: xr.Dataset | None = None) -> dict:
+    """What identifies an input store in a fingerprint, however its path is spelt: the fingerprint of the job
+    that wrote it (a gridkit store), else the modification time of its metadata; plus sizes and attrs.
+    (The dask names of a lazily opened store depend on the path's spelling: `a.zarr` vs `./a.zarr`.)"""
+    path = Path(path).resolve()
+    ident: dict = {"path": str(path)}
+    try:
+        ident["fingerprint"] = open_region_store(path).fingerprint
+    except StoreError:
+        meta = path / "zarr.json"
+        ident["mtime_ns"] = meta.stat().st_mtime_ns if meta.exists() else None
+    if ds is not None:
+        ident["sizes"] = {str(k): int(v) for k, v in ds.sizes.items()}
+        ident["attrs"] = {str(k): str(v) for k, v in ds.attrs.items()}
+    return ident
+
+
 def _describe(ds: xr.Dataset) -> dict:
     # Identity of a dataset for the fingerprint: structure + attrs + dask graph names (deterministic tokens).
     out = {"sizes": dict(ds.sizes), "attrs": {k: str(v) for k, v in ds.attrs.items()}}

@@ -1,4 +1,6 @@
 """The restartable writer: template, regions, completion record, resume = uninterrupted, refusal to mix."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -98,3 +100,22 @@ def test_rng_depends_only_on_keys():
     a = store.rng_for(1, 5, 2).normal(size=4)
     assert np.array_equal(a, store.rng_for(1, 5, 2).normal(size=4))
     assert not np.array_equal(a, store.rng_for(1, 5, 3).normal(size=4))
+
+
+def test_a_store_is_the_same_job_however_its_path_is_spelt(tmp_path, monkeypatch):
+    """Rerunning `gridkit degrade base.zarr` as `gridkit degrade /abs/base.zarr --out ./cube.zarr` resumes (the dask
+    names of a lazily opened store depend on the path's spelling; the fingerprint must not)."""
+    from gridkit import instruments
+    from gridkit.degrade import degrade_store
+    from gridkit.synth import AnalyticSynthesizer, sample_labels, synthesize
+
+    monkeypatch.chdir(tmp_path)
+    synthesize(sample_labels(4, seed=3), AnalyticSynthesizer(wavelength_range=((6100.0, 6140.0),), step=0.02), "base.zarr", progress=False)
+    inst = instruments.register(instruments.constant_r(20000, 6110.0, 6130.0, name="test-path-spelling"))
+    first = degrade_store("base.zarr", "cube.zarr", inst, snr=[50.0], progress=False)
+    done = sorted((tmp_path / "cube.zarr" / "_gridkit" / "done").iterdir())
+    again = degrade_store(str(tmp_path / "base.zarr"), "./cube.zarr", inst, snr=[50.0], progress=False)
+    assert Path(again).resolve() == Path(first).resolve()
+    assert sorted((tmp_path / "cube.zarr" / "_gridkit" / "done").iterdir()) == done
+    with pytest.raises(StoreError, match="different job"):  # another job is still refused
+        degrade_store("base.zarr", "cube.zarr", inst, snr=[60.0], progress=False)
