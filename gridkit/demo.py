@@ -190,9 +190,10 @@ def run_demo(out="demo-output", config: DemoConfig | None = None, *, scheduler: 
 
         sun = _shared_sun() if cfg.sun == "auto" else (Path(cfg.sun) if cfg.sun else None)
         if sun is not None and "green" in cfg.arms:
-            with stage("sun", f"observed UVES Sun {sun.name}: fourmostify (R={cfg.sun_resolving_power:g}) -> infer"):
-                fourmostify_store([sun], p["sun_survey"], cfg.sun_resolving_power, arms=list(cfg.arms), star_ids=["Sun-UVES"],
-                                  client=None, overwrite=True, progress=False)
+            with stage("sun", f"observed UVES Sun {sun.name}: fourmostify (R={cfg.sun_resolving_power:g}, S/N {max(cfg.snr):g}) -> infer"):
+                # degraded to the cube's highest S/N: the network knows S/N only within its training range
+                fourmostify_store([sun], p["sun_survey"], cfg.sun_resolving_power, arms=list(cfg.arms), snr=max(cfg.snr),
+                                  star_ids=["Sun-UVES"], client=None, overwrite=True, progress=False)
                 summary["sun"] = _sun(p, cfg, client, infer)
 
     with stage("catalog", f"query {cfg.query!r}, export FITS + CSV, figures"):
