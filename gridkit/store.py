@@ -91,8 +91,10 @@ class RegionStore:
         if part.sizes.get(self.dim) != sl.stop - sl.start:
             raise StoreError(f"region {i} must have {sl.stop - sl.start} entries along {self.dim!r}, got {part.sizes.get(self.dim)}")
         part = part.drop_vars(self.dim, errors="ignore")
-        for var in part.variables.values():
+        for name, var in part.variables.items():
             var.encoding = {}
+            if var.dtype.kind == "U":  # as in create(): variable-length strings
+                part[name] = var.astype(object)
         part.to_zarr(self.path, region={self.dim: sl}, mode="r+", consolidated=False)
         self.mark("done", i)
 
@@ -151,6 +153,9 @@ def create(
             enc[name] = e
     template = template.copy()
     for name, var in template.variables.items():
+        if var.dtype.kind == "U":  # numpy fixed-width unicode has no Zarr v3 spec: store variable-length strings
+            template[name] = var.astype(object)
+            var = template[name].variable
         if dim in var.dims and name != dim and var.chunks is not None:
             template[name] = var.chunk({dim: region_size})
     try:
