@@ -148,7 +148,7 @@ def test_cli_fits_a_calibration_that_catalogs_apply(tmp_path):
     Table(ref).write(tmp_path / "ref.ecsv")
     rng = np.random.default_rng(2)
     teff = ref["teff"] + rng.normal(0, 30, 80)
-    cat = xr.Dataset({"star_id": ("star", np.array([f"HIP {1000 + i}" for i in range(80)])), "teff": ("star", teff),
+    cat = xr.Dataset({"star_id": ("star", np.array([f"HIP {1000 + i}" for i in range(80)], dtype=object)), "teff": ("star", teff),
                       "logg": ("star", ref["logg"] + 8e-5 * teff - 0.45 + rng.normal(0, 0.01, 80)),
                       "feh": ("star", ref["fe_h"] - 2e-5 * teff + 0.05 + rng.normal(0, 0.01, 80))})
     cat.to_zarr(tmp_path / "cat.zarr", consolidated=False)
