@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from gridkit import store as _store
-from gridkit.errors import GridError, StoreError
+from gridkit.errors import GridError
 
 from . import query as _query
 from .calibrate import Calibration, fit_bias, load_calibration, save_calibration
@@ -43,17 +43,8 @@ def open(path, *, allow_incomplete: bool = False) -> xr.Dataset:  # noqa: A001 -
     A catalog whose inference was interrupted is refused unless `allow_incomplete` (rerun `gridkit infer`
     with the same arguments to finish it)."""
     path = Path(path)
-    if not path.exists():
-        raise GridError(f"no catalog at {path}")
-    try:
-        cat = xr.open_zarr(path, consolidated=False, chunks={})
-    except Exception as exc:  # noqa: BLE001
-        raise GridError(f"{path} is not a readable Zarr catalog: {exc}") from exc
-    if not allow_incomplete and (path / _store.RECORD_GROUP).exists():
-        rs = _store.open_region_store(path)
-        if not rs.complete:
-            missing = len(rs.regions) - len(rs.done())
-            raise StoreError(f"catalog {path} is incomplete ({missing} of {len(rs.regions)} chunks not written); rerun the same `gridkit infer` command to resume")
+    cat = _store.open_complete(path, "catalog", allow_incomplete=allow_incomplete,
+                               rerun="rerun the same `gridkit infer` command to resume")
     check_catalog(cat, where=str(path))
     return _index_star_id(cat)
 

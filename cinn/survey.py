@@ -165,17 +165,7 @@ def open_survey(path) -> xr.Dataset:
     from gridkit.schema import validate_grid
 
     path = Path(path)
-    if not path.exists():
-        raise GridError(f"survey_path {path} does not exist")
-    try:
-        ds = xr.open_zarr(path, consolidated=False, chunks={})
-    except Exception as exc:  # noqa: BLE001
-        raise GridError(f"survey_path {path} is not a readable Zarr store: {exc}") from exc
-    if (path / _store.RECORD_GROUP).exists():
-        rs = _store.open_region_store(path)
-        if not rs.complete:
-            raise StoreError(f"survey {path} is incomplete ({len(rs.regions) - len(rs.done())} of {len(rs.regions)} regions not written); "
-                             "rerun the command that made it")
+    ds = _store.open_complete(path, "survey_path")
     if "flux" in ds and "star_id" in ds:
         # Zarr v3 hands strings back as numpy's StringDType, which validate_grid cannot cast: validate fixed-width text
         ids = _as_object_str(ds["star_id"].values).astype(str)

@@ -6,7 +6,6 @@ from pathlib import Path
 import xarray as xr
 
 from . import store as _store
-from .errors import GridError, StoreError
 from .schema import MODEL, STAR, validate_grid
 
 
@@ -22,18 +21,7 @@ def open_grid(path, *, kind: str | None = None, chunks: dict | None = None, allo
     kind: 'base', 'cube' or 'survey' (default: from the flux dimensions). A store whose writing was
     interrupted is refused unless `allow_incomplete` (rerun the command that made it to resume).
     """
-    path = Path(path)
-    if not path.exists():
-        raise GridError(f"no grid at {path}")
-    try:
-        ds = xr.open_zarr(path, consolidated=False, chunks=chunks if chunks is not None else {})
-    except Exception as exc:  # noqa: BLE001
-        raise GridError(f"{path} is not a readable Zarr grid: {exc}") from exc
-    if not allow_incomplete and (path / _store.RECORD_GROUP).exists():
-        rs = _store.open_region_store(path)
-        if not rs.complete:
-            missing = len(rs.regions) - len(rs.done())
-            raise StoreError(f"{path} is incomplete ({missing} of {len(rs.regions)} regions not written); rerun the command that made it to resume")
+    ds = _store.open_complete(path, "grid", chunks=chunks, allow_incomplete=allow_incomplete)
     ds = validate_grid(ds, kind=kind or _kind(ds), required_labels=() if kind == "survey" else None if "teff" in ds else ())
     # per-row columns (labels, snr, star_id, ...) are small: load them, so that selections by label
     # (`ds.where(ds.teff > 6000, drop=True)`, `ds.sel(model=ids)`) work without computing indexers first

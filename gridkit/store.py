@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from .errors import StoreError
+from .errors import GridError, StoreError
 
 RECORD_GROUP = "_gridkit"
 
@@ -166,6 +166,24 @@ def create(
         _remove(path)  # nothing half-written stays behind
         raise
     return RegionStore(path, dim, int(region_size), n, fingerprint), False
+
+
+def open_complete(path, what: str = "store", *, chunks: dict | None = None, allow_incomplete: bool = False,
+                  rerun: str = "rerun the command that made it to resume") -> xr.Dataset:
+    """Open a Zarr store lazily (`what` names it in errors); refuse one whose writing was interrupted (its
+    completion record has regions not done) unless `allow_incomplete`."""
+    path = Path(path)
+    if not path.exists():
+        raise GridError(f"{what} {path} does not exist")
+    try:
+        ds = xr.open_zarr(path, consolidated=False, chunks={} if chunks is None else chunks)
+    except Exception as exc:  # noqa: BLE001
+        raise GridError(f"{what} {path} is not a readable Zarr store: {exc}") from exc
+    if not allow_incomplete and (path / RECORD_GROUP).exists():
+        rs = open_region_store(path)
+        if not rs.complete:
+            raise StoreError(f"{what} {path} is incomplete ({len(rs.regions) - len(rs.done())} of {len(rs.regions)} regions not written); {rerun}")
+    return ds
 
 
 def _remove(path: Path) -> None:

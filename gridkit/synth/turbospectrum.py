@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import BackendError, ConfigError
 from . import ts_linelist
 from .base import SynthesisSkipped
-from .marcs import Atmosphere, MarcsGrid
+from .marcs import Atmosphere, MarcsGrid, _tail
 
 ENV_HOME = "GRIDKIT_TURBOSPECTRUM"
 DEFAULT_HOME = "~/.cache/gridkit/turbospectrum"
@@ -454,11 +454,3 @@ def _sha256(path: str) -> str:
 
 def _fmt(lab: dict) -> str:
     return ", ".join(f"{k}={lab[k]:g}" for k in REQUIRED_LABELS if k in lab)
-
-
-def _tail(path: Path, n: int = 6) -> str:
-    try:
-        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "(no log)"
-    return " | ".join(lines[-n:])
