@@ -62,7 +62,6 @@ def _ours(post, flux, snr, n, seed, keys):
 
 def main(n_spectra: int | None = None, n_samples: int | None = None, n_pixels: int | None = None) -> dict:
     from cinn.posterior import reference_summarize
-    from gridkit.schema import LABEL_NAMES
 
     n_spectra = int(n_spectra or os.environ.get("BENCH_SPECTRA", 8))
     n = int(n_samples or os.environ.get("BENCH_SAMPLES", 4096))

@@ -122,13 +122,19 @@ def _as_float32(a: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # block functions (numpy in, numpy out; applied per chunk by apply_ufunc)
+def _checked_float64(flux, wl: np.ndarray, missing: str) -> np.ndarray:
+    """A block's flux as float64, refused when it has NaN/inf and missing == 'error'."""
+    flux = np.asarray(flux, dtype=np.float64)
+    if missing == "error":
+        _raise_if_not_finite(flux, wl)
+    return flux
+
+
 def _on_lnlambda(flux: np.ndarray, wl: np.ndarray, missing: str, op) -> np.ndarray:
     """Apply `op(rows, dlnlam, segment_rows_index)` segment by segment on a uniform ln lambda grid:
     segments already uniform in ln lambda are used as they are, others are interpolated onto a uniform
     ln lambda grid as fine as their finest pixel and back."""
-    flux = np.asarray(flux, dtype=np.float64)
-    if missing == "error":
-        _raise_if_not_finite(flux, wl)
+    flux = _checked_float64(flux, wl, missing)
     out = np.empty_like(flux)
     for seg in lnlambda.segments(wl):
         x = wl[seg]
@@ -146,9 +152,7 @@ def _on_lnlambda(flux: np.ndarray, wl: np.ndarray, missing: str, op) -> np.ndarr
 
 
 def _lsf_block(flux, *, wl, resolving_power, input_resolving_power, missing):
-    flux = np.asarray(flux, dtype=np.float64)
-    if missing == "error":
-        _raise_if_not_finite(flux, wl)
+    flux = _checked_float64(flux, wl, missing)
     out = np.empty_like(flux)
     for seg in lnlambda.segments(wl):
         x = wl[seg]

@@ -249,7 +249,9 @@ def _catalog_accuracy(cat) -> dict:
     res = {}
     q = list(np.round(cat["quantile"].values, 4))
     lo, hi = q.index(0.16), q.index(0.84)
-    for lab in catalogs_labels(cat):
+    import catalogs
+
+    for lab in catalogs.label_names(cat):
         truth = f"true_{lab}"
         if truth not in cat:
             continue
@@ -262,12 +264,6 @@ def _catalog_accuracy(cat) -> dict:
         res[lab] = {"bias": float(d.mean()), "sigma": float(d.std(ddof=1)) if d.size > 1 else float("nan"),
                     "prior_sigma": float(t.std(ddof=1)), "coverage68": float(inside.mean()), "n": int(ok.sum())}
     return res
-
-
-def catalogs_labels(cat) -> list[str]:
-    import catalogs
-
-    return list(catalogs.label_names(cat))
 
 
 def _coverage68(report: Path) -> dict:

@@ -9,7 +9,6 @@ bins is flagged in `covered`; what happens to it is the caller's policy.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 
 import numpy as np

@@ -25,7 +25,6 @@ label that the degrade step applies. Wavelengths are in air.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping
