@@ -8,7 +8,8 @@ Both draw the same latents (seed, key), so the MAP sample index must be identica
 float32 rounding. Random weights (timing does not depend on training). One torch thread = one core.
 No GPU is available here: the published GPU figure (10 s per 1000 spectra) is not measured.
 
-Run: `python -m benchmarks inference` (env BENCH_SPECTRA=8, BENCH_SAMPLES=4096, BENCH_PIXELS=25200).
+Run: `python -m benchmarks inference` (env BENCH_SPECTRA=8, BENCH_SAMPLES=4096, BENCH_PIXELS=25200,
+BENCH_SUBNET_LAYERS=3: the published subnets of 3 fully connected layers; 4 = the other reading, 3 hidden layers).
 """
 from __future__ import annotations
 
@@ -25,14 +26,16 @@ import torch
 PUBLISHED_MIN_PER_1000_CPU = 21.5
 
 
-def _posterior(n_wave: int):
+def _posterior(n_wave: int, subnet_layers: int | None = None):
     from cinn.config import CINNConfig
     from cinn.model import CINN
     from cinn.posterior import Posterior
     from cinn.transforms import LabelTransform
     from gridkit.schema import LABEL_NAMES
 
-    cfg = CINNConfig()  # published: 16 blocks, subnets 3 x 512, feature net 2048-1024-512 -> 256
+    cfg = CINNConfig()  # published: 16 blocks, subnets in-512-512-out, feature net 2048-1024-512 -> 256
+    if subnet_layers is not None:
+        cfg = cfg.replace(subnet_layers=subnet_layers)
     model = CINN(cfg, n_wave)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():  # couplings far from the identity (the last subnet layers start near zero)
@@ -60,16 +63,18 @@ def _ours(post, flux, snr, n, seed, keys):
     return phys[np.arange(phys.shape[0]), idx], idx
 
 
-def main(n_spectra: int | None = None, n_samples: int | None = None, n_pixels: int | None = None) -> dict:
+def main(n_spectra: int | None = None, n_samples: int | None = None, n_pixels: int | None = None,
+         subnet_layers: int | None = None) -> dict:
     from cinn.posterior import reference_summarize
 
     n_spectra = int(n_spectra or os.environ.get("BENCH_SPECTRA", 8))
     n = int(n_samples or os.environ.get("BENCH_SAMPLES", 4096))
     n_pix = int(n_pixels or os.environ.get("BENCH_PIXELS", 25200))
+    layers = subnet_layers or os.environ.get("BENCH_SUBNET_LAYERS")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        post, cfg = _posterior(n_pix)
+        post, cfg = _posterior(n_pix, int(layers) if layers else None)
         n_par = post.model.n_parameters()
         rng = np.random.default_rng(0)
         flux = (1.0 + 0.1 * rng.standard_normal((n_spectra, n_pix))).astype(np.float32)
@@ -100,7 +105,8 @@ def main(n_spectra: int | None = None, n_samples: int | None = None, n_pixels: i
     max_abs = float(np.max(np.abs(maps_fast - maps_ref)))  # labels in standardized units here (identity transform)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pub = PUBLISHED_MIN_PER_1000_CPU * 60 / 1000
-    print(f"cINN inference, published-size network ({cfg.n_blocks} blocks, subnets {cfg.subnet_layers} x {cfg.subnet_width}, "
+    print(f"cINN inference, published-size network ({cfg.n_blocks} blocks, subnets of {cfg.subnet_layers} FC layers = "
+          f"{cfg.subnet_layers - 1} hidden of {cfg.subnet_width}, "
           f"feature net {'-'.join(map(str, cfg.feature_layers))} -> {cfg.n_features}; {n_par / 1e6:.1f} M parameters), "
           f"{n_pix} pixels, {n} samples/spectrum, 1 torch thread (one CPU core), {n_spectra} spectra, random weights; no GPU here")
     print("CPU s = CPU time of this single-threaded process (the per-core cost, robust to other jobs on this shared machine)")

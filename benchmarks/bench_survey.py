@@ -27,7 +27,7 @@ REPEATS = 3
 CHUNK = 100
 PUBLISHED_PER_DAY = 4e6 / 0.5  # "4 million spectra in under half a day on one GPU"
 
-TINY = dict(n_blocks=2, subnet_width=32, subnet_layers=2, feature_layers=[64], n_features=16, batch_size=128,
+TINY = dict(n_blocks=2, subnet_width=32, subnet_layers=3, feature_layers=[64], n_features=16, batch_size=128,
             batches_per_epoch=6, epochs=2, num_workers=0, shuffle_buffer=512, val_samples=256, lr=2e-3, betas=[0.9, 0.9],
             patience=20, device="cpu")
 

@@ -26,7 +26,8 @@ import torch
 from gridkit.errors import GridkitError, StoreError
 
 FORMAT = "gridkit-cinn"
-FORMAT_VERSION = 1
+#: 2: `subnet_layers` counts a subnet's fully connected layers including input and output (1: hidden layers)
+FORMAT_VERSION = 2
 MODEL_JSON, MODEL_WEIGHTS = "model.json", "model.safetensors"
 CKPT_DIR, LAST, BEST, STATE = "checkpoint", "last.safetensors", "best.safetensors", "state.json"
 EXTRA = "_gridkit."  # prefix of the non-weight tensors in model.safetensors
@@ -134,6 +135,7 @@ def read_model(model_dir) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.n
     for key in ("config", "label_names", "label_transform", "input_scaler", "bounds", "files"):
         if key not in meta:
             raise ModelDirError(f"{model_dir / MODEL_JSON} is corrupt: key {key!r} is missing")
+    meta["config"] = upgrade_config(meta["config"], int(meta.get("format_version", 1)))
     tensors = load_tensors(model_dir / MODEL_WEIGHTS, meta["files"].get(MODEL_WEIGHTS))
     extras = {k[len(EXTRA):]: v.numpy() for k, v in tensors.items() if k.startswith(EXTRA)}
     for key in ("wavelength", "flux_mean", "flux_std"):
@@ -141,6 +143,14 @@ def read_model(model_dir) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.n
             raise ModelDirError(f"{model_dir / MODEL_WEIGHTS} is corrupt: tensor {EXTRA + key!r} is missing")
     state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA)}
     return meta, state, extras
+
+
+def upgrade_config(config: dict, version: int) -> dict:
+    """A config dict as written by format `version`, in this version's meaning (the same network)."""
+    config = dict(config)
+    if version < 2 and "subnet_layers" in config:
+        config["subnet_layers"] = int(config["subnet_layers"]) + 1  # format 1 counted hidden layers only
+    return config
 
 
 # -- training checkpoints -------------------------------------------------------------------------
@@ -155,7 +165,8 @@ def save_checkpoint(model_dir, model: torch.nn.Module, optimizer: torch.optim.Op
             tensors[f"opt.{pid}.{name}"] = t
     digest = save_tensors(ckpt / LAST, tensors)
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt["param_groups"]]
-    _atomic_json(ckpt / STATE, {**state, "param_groups": groups, "files": {**state.get("files", {}), LAST: digest}})
+    _atomic_json(ckpt / STATE, {**state, "format_version": FORMAT_VERSION, "param_groups": groups,
+                                "files": {**state.get("files", {}), LAST: digest}})
 
 
 def save_best(model_dir, model: torch.nn.Module) -> str:
@@ -186,4 +197,4 @@ def load_best(model_dir, expected_sha256: str | None) -> dict[str, torch.Tensor]
 
 
 __all__ = ["ModelDirError", "TrainingError", "write_model", "read_model", "save_checkpoint", "load_checkpoint",
-           "save_best", "load_best", "package_versions", "sha256_file"]
+           "save_best", "load_best", "package_versions", "sha256_file", "upgrade_config"]

@@ -22,7 +22,9 @@ class CINNConfig:
     n_blocks: int = 16
     #: width of the hidden layers of every coupling subnet
     subnet_width: int = 512
-    #: number of hidden fully connected layers (ReLU) of every coupling subnet
+    #: fully connected layers of every coupling subnet, counting its input and output layers (>= 2): the
+    #: published "three fully connected layers of 512" are in -> 512 -> 512 -> out, i.e. 2 hidden layers of
+    #: 512 (the convention of the Heidelberg cINN codes, where `internal_layer = 3` builds exactly that)
     subnet_layers: int = 3
     #: hidden layers of the feature network (ReLU), input = standardized flux + standardized log10 S/N
     feature_layers: tuple[int, ...] = (2048, 1024, 512)
@@ -95,6 +97,8 @@ class CINNConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ConfigError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
+        if self.subnet_layers < 2:
+            raise ConfigError(f"subnet_layers counts a subnet's fully connected layers including input and output, so it must be >= 2, got {self.subnet_layers!r}")
         if any((not isinstance(w, int)) or w < 1 for w in self.feature_layers):
             raise ConfigError(f"feature_layers must be positive integers, got {self.feature_layers!r}")
         if not self.clamp > 0:

@@ -281,7 +281,8 @@ def train(cube_path, out_dir, config=None, epochs=None, batches_per_epoch=None, 
         state_path = out / ck.CKPT_DIR / ck.STATE
         if not state_path.is_file():
             raise StoreError(f"cannot resume: {state_path} does not exist (train without resume first)")
-        saved = CINNConfig.from_dict(ck.read_json(state_path)["config"])
+        saved_state = ck.read_json(state_path)
+        saved = CINNConfig.from_dict(ck.upgrade_config(saved_state["config"], int(saved_state.get("format_version", 1))))
         cfg = saved.replace(epochs=epochs)
         if config is not None and as_config(config).replace(epochs=cfg.epochs) != cfg:
             raise ConfigError(f"resume: the config given differs from the one {out} was trained with; resume without a config")

@@ -26,7 +26,7 @@ from .errors import ConfigError
 
 #: a CPU-sized network (the published one is cinn.CINNConfig() with its defaults)
 DEMO_NETWORK = {
-    "n_blocks": 6, "subnet_width": 128, "subnet_layers": 2, "feature_layers": (256,), "n_features": 64,
+    "n_blocks": 6, "subnet_width": 128, "subnet_layers": 3, "feature_layers": (256,), "n_features": 64,
     "lr": 1e-3, "lr_decay": 0.97, "patience": 6, "val_samples": 1024, "shuffle_buffer": 4096,
     # noise drawn afresh at every read (S/N log-uniform over the cube's range, from its highest-S/N copy): with
     # a thousand models the network otherwise learns the noise of the few stored copies by heart
@@ -36,7 +36,7 @@ DEMO_NETWORK = {
 }
 #: a network that trains in seconds, for `--quick` (tests, CI)
 QUICK_NETWORK = {
-    "n_blocks": 2, "subnet_width": 32, "subnet_layers": 1, "feature_layers": (64,), "n_features": 16,
+    "n_blocks": 2, "subnet_width": 32, "subnet_layers": 2, "feature_layers": (64,), "n_features": 16,
     "val_samples": 64, "num_workers": 0, "shuffle_buffer": 512,
 }
 

@@ -77,7 +77,7 @@ def write_toy(path, n_models: int = N_MODELS, snr=SNR, noiseless: bool = False, 
 
 
 #: a tiny network and a short training that runs in seconds on two cores
-TINY = dict(n_blocks=4, subnet_width=64, subnet_layers=2, feature_layers=[128, 64], n_features=32, batch_size=256,
+TINY = dict(n_blocks=4, subnet_width=64, subnet_layers=3, feature_layers=[128, 64], n_features=32, batch_size=256,
             batches_per_epoch=24, epochs=10, num_workers=0, shuffle_buffer=2048, val_samples=2048, lr=2e-3, betas=[0.9, 0.9],
             patience=20, device="cpu")
 

@@ -40,6 +40,20 @@ def test_save_load_round_trip_gives_identical_samples(trained, tmp_path, spectra
     assert again.bounds.tolist() == post.bounds.tolist()
 
 
+def test_format_1_model_dir_reads_as_the_same_network(model_copy, spectra):
+    """Format 1 counted a subnet's hidden layers in `subnet_layers`; such a directory loads as the same network."""
+    flux, snr = spectra
+    before = cinn.load(model_copy).sample(flux, snr, n=32, seed=3)
+    meta = json.loads((model_copy / "model.json").read_text())
+    assert meta["format_version"] == ck.FORMAT_VERSION == 2
+    meta["format_version"] = 1
+    meta["config"]["subnet_layers"] -= 1
+    (model_copy / "model.json").write_text(json.dumps(meta))
+    old = cinn.load(model_copy)
+    assert old.model.config.subnet_layers == meta["config"]["subnet_layers"] + 1
+    np.testing.assert_array_equal(old.sample(flux, snr, n=32, seed=3), before)
+
+
 def test_no_pickles_only_safetensors_json_csv(trained):
     for path in trained.rglob("*"):
         if path.is_file():

@@ -32,7 +32,8 @@ def test_unknown_key_is_refused_with_its_name(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [{"n_blocks": 0}, {"clamp": -1.0}, {"split": (0.5, 0.2, 0.2)}, {"loader": "magic"},
-                                 {"worker_start": "fork"}, {"log_labels": ("teff", "nope")}, {"snr_range": (100, 10)}])
+                                 {"worker_start": "fork"}, {"log_labels": ("teff", "nope")}, {"snr_range": (100, 10)},
+                                 {"subnet_layers": 1}])
 def test_bad_values_are_refused(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         CINNConfig(**bad)

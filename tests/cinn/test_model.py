@@ -6,7 +6,7 @@ import torch
 from cinn.config import CINNConfig
 from cinn.model import CINN, FastReverse
 
-SMALL = CINNConfig(n_blocks=4, subnet_width=32, subnet_layers=2, feature_layers=(32,), n_features=8)
+SMALL = CINNConfig(n_blocks=4, subnet_width=32, subnet_layers=3, feature_layers=(32,), n_features=8)
 
 
 def _random_model(cfg=SMALL, n_wave=20, seed=3):
@@ -67,6 +67,12 @@ def test_published_size_and_deterministic_init():
     n_perm = sum(type(m).__name__ == "PermuteRandom" for m in a.flow.module_list)
     assert n_glow == n_perm == 16
     assert a.flow.module_list[1].clamp == 1.9
+    # "subnets of three fully connected layers of 512": in -> 512 -> 512 -> out, ReLU in between
+    glow = a.flow.module_list[1]
+    for subnet, n_in, n_out in ((glow.subnet1, glow.split_len1, 2 * glow.split_len2), (glow.subnet2, glow.split_len2, 2 * glow.split_len1)):
+        shapes = [tuple(m.weight.shape) for m in subnet if isinstance(m, torch.nn.Linear)]
+        assert shapes == [(512, n_in + 256), (512, 512), (n_out, 512)]
+        assert [type(m).__name__ for m in subnet] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
     np.random.seed(123)
     expected = np.random.rand()
     np.random.seed(123)

@@ -19,7 +19,7 @@ instruments.register(instruments.constant_r(20000.0, 6100.0, 6160.0, name=INSTRU
 
 N_MODELS = 400
 SNR = (30.0, 100.0, 300.0)
-TINY = dict(n_blocks=4, subnet_width=64, subnet_layers=2, feature_layers=[128, 64], n_features=32, batch_size=256,
+TINY = dict(n_blocks=4, subnet_width=64, subnet_layers=3, feature_layers=[128, 64], n_features=32, batch_size=256,
             batches_per_epoch=16, epochs=8, num_workers=0, shuffle_buffer=2048, val_samples=1024, lr=2e-3, betas=[0.9, 0.9],
             patience=20, device="cpu", split=[0.7, 0.2, 0.1])
 

@@ -19,7 +19,7 @@ def fake_setup(tmp_path):
 
 
 #: a tiny network and a short training: seconds on two cores
-TINY = dict(n_blocks=2, subnet_width=32, subnet_layers=2, feature_layers=[64], n_features=16, batch_size=128,
+TINY = dict(n_blocks=2, subnet_width=32, subnet_layers=3, feature_layers=[64], n_features=16, batch_size=128,
             batches_per_epoch=6, epochs=2, num_workers=0, shuffle_buffer=512, val_samples=256, lr=2e-3, betas=[0.9, 0.9],
             patience=20, device="cpu")
 
