@@ -16,13 +16,14 @@ pass itself (the flow's log-determinant) in the flow's (standardized, log10 Teff
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
-from gridkit.errors import GridError
+from gridkit.errors import ExtrapolationWarning, GridError
 from gridkit.schema import STAR, WAVELENGTH, label_attrs
 from gridkit.store import rng_for
 
@@ -58,6 +59,11 @@ class Posterior:
         self.scaler = InputScaler(extras["flux_mean"], extras["flux_std"], float(sc["logsnr_mean"]), float(sc["logsnr_std"]))
         self.bounds = np.array([meta["bounds"][n] for n in self.label_names], dtype=np.float64)  # (d, 2)
         self.instrument = meta.get("instrument", {})
+        #: (min, max) S/N per Angstrom seen in training (None for models written before it was recorded)
+        self.snr_range = tuple(float(v) for v in meta["snr_range"]) if "snr_range" in meta else None
+        #: warn (ExtrapolationWarning) when a call's S/N lie outside snr_range; `gridkit infer` checks the whole
+        #: survey once instead and turns this off on its workers
+        self.warn_extrapolation = True
         self.device = torch.device("cpu")
         self.memory_cap = DEFAULT_MEMORY_CAP
         self.batch_spectra = False
@@ -109,6 +115,9 @@ class Posterior:
         if not np.all(np.isfinite(s)) or np.any(s <= 0):
             i = int(np.flatnonzero(~(np.isfinite(s) & (s > 0)))[0])
             raise GridError(f"snr must be finite and > 0 (per Angstrom); snr[{i}] = {s[i]}")
+        message = snr_outside_training(s, self.snr_range) if self.warn_extrapolation else None
+        if message:
+            warnings.warn(message, ExtrapolationWarning, stacklevel=3)
         k = np.arange(values.shape[0]) if keys is None else np.asarray(keys).reshape(-1)
         if k.shape != (values.shape[0],):
             raise GridError(f"keys must have one integer per spectrum ({values.shape[0]}), got shape {k.shape}")
@@ -263,6 +272,19 @@ class Posterior:
         return xr.Dataset(data, coords=coords, attrs={"model_id": self.model_id})
 
 
+def snr_outside_training(snr: np.ndarray, snr_range) -> str | None:
+    """A warning text when some S/N lie outside the model's training range (None when all inside or unknown)."""
+    if snr_range is None:
+        return None
+    s = np.asarray(snr, dtype=np.float64)
+    lo, hi = snr_range
+    out = np.isfinite(s) & ((s < lo * (1 - 1e-9)) | (s > hi * (1 + 1e-9)))
+    if not out.any():
+        return None
+    return (f"{int(out.sum())} of {s.size} spectra have S/N outside the model's training range {lo:g}-{hi:g} per Angstrom "
+            f"(theirs: {s[out].min():g}-{s[out].max():g}); their posteriors are extrapolations, check them or train on that S/N")
+
+
 def map_index(logq: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """The published MAP rule: per spectrum, the index of the sample of highest flow density among those inside
     the training bounds; -1 where none is inside. logq, inside: (S, n)."""
@@ -317,4 +339,4 @@ def reference_summarize(post: Posterior, flux, snr, n: int = 4096, seed: int = 0
     return (maps, lqs, idx) if return_index else (maps, lqs)
 
 
-__all__ = ["Posterior", "load", "QUANTILES", "SAMPLE_BLOCK", "map_index", "reference_summarize"]
+__all__ = ["Posterior", "load", "QUANTILES", "SAMPLE_BLOCK", "map_index", "reference_summarize", "snr_outside_training"]

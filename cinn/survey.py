@@ -22,6 +22,7 @@ import os
 import shlex
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -29,7 +30,7 @@ import numpy as np
 import xarray as xr
 
 from gridkit import store as _store
-from gridkit.errors import ConfigError, GridError, StoreError
+from gridkit.errors import ConfigError, ExtrapolationWarning, GridError, StoreError
 from gridkit.schema import STAR, WAVELENGTH, label_attrs
 
 QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
@@ -80,6 +81,7 @@ def cached_posterior(model_dir, model_id: str, loader: Callable | None = None, d
                 raise StoreError(f"model_dir {model_dir} now holds model {post.model_id}, but this job started with {model_id}; refusing to mix models")
             if device != "cpu":
                 post.to(device)
+            post.warn_extrapolation = False  # `infer` checked the whole survey's S/N once
             _limit_threads()
             _POSTERIORS[key] = post
             LOADS["count"] += 1
@@ -365,6 +367,12 @@ def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrit
     post = (loader or default_loader)(model_dir)
     model_id, labels = str(post.model_id), tuple(post.label_names)
     _check_wavelength(survey, post, survey_path, model_dir)
+    from .posterior import snr_outside_training
+
+    message = snr_outside_training(np.asarray(survey["snr"].values, dtype=np.float64), getattr(post, "snr_range", None))
+    if message:
+        warnings.warn(f"survey {survey_path}: {message}", ExtrapolationWarning, stacklevel=3)
+    post.warn_extrapolation = False
     n = int(survey.sizes[STAR])
     if n == 0:
         raise GridError(f"survey {survey_path} has no stars")

@@ -240,6 +240,8 @@ class Trainer:
             "label_transform": self.ltf.to_json(),
             "input_scaler": {"logsnr_mean": self.logsnr[0], "logsnr_std": self.logsnr[1], "snr_convention": "per_angstrom"},
             "bounds": self.bounds,
+            # S/N per Angstrom the network saw: the stored copies, or the range of the dynamic noise
+            "snr_range": ([float(np.min(st.snr)), float(np.max(st.snr))] if st.mode == "stored" else [float(v) for v in cfg.snr_range]),
             "n_wave": int(st.wavelength.size),
             "instrument": {k: _jsonable(st.attrs.get(k)) for k in ("instrument", "arms", "resolving_power") if k in st.attrs},
             "training_data": {"path": str(st.path), "hash": self.data_hash, "mode": st.mode, "n_model": st.n_model,

@@ -17,5 +17,9 @@ class StoreError(GridkitError):
     """A store that exists when it should not, or was made by different inputs, or is incomplete."""
 
 
+class ExtrapolationWarning(UserWarning):
+    """Inputs outside what a model was trained on (e.g. S/N outside the training range): results are extrapolations."""
+
+
 class BackendError(GridkitError, RuntimeError):
     """An external program or backend that is missing or failed."""

@@ -6,7 +6,7 @@ import xarray as xr
 
 import cinn
 from cinn.posterior import QUANTILES, reference_summarize
-from gridkit.errors import GridError
+from gridkit.errors import ExtrapolationWarning, GridError
 from gridkit.schema import LABEL_NAMES
 
 
@@ -130,3 +130,18 @@ def test_bad_inputs_are_clear_errors(post, some):
         post.summarize(shifted, snr, n=8)
     with pytest.raises(GridError, match="one value per spectrum"):
         post.summarize(f, snr[:3], n=8)
+
+
+def test_snr_outside_the_training_range_warns(post, some):
+    """The model records the S/N range it saw in training; spectra outside it are inferred with a warning."""
+    import warnings
+
+    flux, _, _ = some
+    lo, hi = post.snr_range
+    assert (lo, hi) == (25.0, 150.0)  # the toy cube's stored S/N copies
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExtrapolationWarning)
+        post.summarize(flux.values[:2], np.array([lo, hi]), n=16)
+    with pytest.warns(ExtrapolationWarning, match="1 of 2 spectra have S/N outside the model's training range 25-150"):
+        ds = post.summarize(flux.values[:2], np.array([lo, 3 * hi]), n=16)
+    assert np.isfinite(ds.teff.values).all()

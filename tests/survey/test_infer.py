@@ -274,3 +274,27 @@ def test_missing_pixels_are_imputed_only_when_asked_and_counted(analytic_model, 
     with pytest.raises(Exception, match="missing"):
         infer(model_dir, tmp_path / "gap.zarr", tmp_path / "bad.zarr", samples=64, missing="zero")
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_survey_snr_outside_the_training_range_warns_once_and_still_infers(analytic_model, tmp_path):
+    """The model records the S/N it was trained on (50-250 here); a survey beyond it gets one warning naming both
+    ranges (not one per chunk) and is inferred all the same."""
+    import warnings
+
+    import cinn
+    from cinn.survey import infer
+    from gridkit.errors import ExtrapolationWarning
+
+    model_dir, _, survey_path = analytic_model
+    assert cinn.load(model_dir).snr_range == (50.0, 250.0)
+    src = _survey(survey_path).isel(star=slice(0, 8))
+    src["snr"] = ("star", np.array([100.0] * 6 + [20.0, 1000.0]), src.snr.attrs)
+    src.to_zarr(tmp_path / "snr.zarr", consolidated=False, zarr_format=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cat = catalogs.open(infer(model_dir, tmp_path / "snr.zarr", tmp_path / "cat.zarr", samples=32, chunk=2, progress=False))
+    ours = [w for w in caught if issubclass(w.category, ExtrapolationWarning)]
+    assert len(ours) == 1
+    assert "2 of 8 spectra have S/N outside the model's training range 50-250" in str(ours[0].message)
+    assert "(theirs: 20-1000)" in str(ours[0].message)
+    assert np.isfinite(cat.teff.values).all()
