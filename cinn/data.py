@@ -180,7 +180,7 @@ class CubeStream(torch.utils.data.IterableDataset):
         self.noiseless_snr_index = noiseless_snr_index
         self.shuffle = bool(shuffle)
         self.shuffle_buffer = int(shuffle_buffer)
-        self.seed, self.epoch = int(seed), int(epoch)
+        self.seed, self._epoch = int(seed), int(epoch)
         in_split = np.zeros(self.n_model, dtype=bool)
         in_split[self.positions] = True
         self._in_split = in_split
@@ -188,8 +188,22 @@ class CubeStream(torch.utils.data.IterableDataset):
         self.chunks = [int(i) for i, s in enumerate(starts) if in_split[s:s + self.chunk].any()]
         self._array = None
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value) if hasattr(self._epoch, "value") else int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        """The epoch of the next iteration (seeds its chunk order, noise and shuffles)."""
+        if hasattr(self._epoch, "value"):
+            self._epoch.value = int(epoch)
+        else:
+            self._epoch = int(epoch)
+
+    def share_epoch(self, context) -> None:
+        """Hold the epoch in shared memory of `context` (a multiprocessing context), so that persistent loader
+        workers, which keep their own copy of this stream, follow `set_epoch` at their next iteration."""
+        if not hasattr(self._epoch, "value"):
+            self._epoch = context.RawValue("q", int(self._epoch))
 
     # reading --------------------------------------------------------------------------------
     def _flux_array(self):
@@ -308,12 +322,18 @@ def _to_batch(t, f, s):
 
 
 def make_loader(stream: CubeStream, *, num_workers: int, prefetch: int, start_method: str, pin_memory: bool = False):
-    """A DataLoader over a CubeStream (which yields whole batches)."""
+    """A DataLoader over a CubeStream (which yields whole batches).
+
+    With workers, they persist across epochs: starting spawned workers costs seconds (imports, opening the
+    store) every epoch otherwise. Each `iter(loader)` restarts the workers' streams at the stream's current
+    epoch (`stream.set_epoch`, shared with them), so epoch e's batches are the same as with fresh workers."""
     kwargs = {}
     if num_workers > 0:
         import multiprocessing as mp
 
-        kwargs = {"multiprocessing_context": mp.get_context(start_method), "prefetch_factor": prefetch, "persistent_workers": False}
+        context = mp.get_context(start_method)
+        stream.share_epoch(context)
+        kwargs = {"multiprocessing_context": context, "prefetch_factor": prefetch, "persistent_workers": True}
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kwargs)
 
 

@@ -162,6 +162,9 @@ class Trainer:
                    desc="training", unit="batch")
         self.model.train()
         nonfinite_run = 0
+        train_stream = self.stream("train", state["epoch"], True)
+        loader = make_loader(train_stream, num_workers=cfg.num_workers, prefetch=cfg.prefetch, start_method=cfg.worker_start,
+                             pin_memory=pin)
         try:
             while state["epoch"] < cfg.epochs and not state["stopped"]:
                 epoch = state["epoch"]
@@ -171,11 +174,10 @@ class Trainer:
                     g["lr"] = lr
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed(int.from_bytes(hashlib.sha256(f"{cfg.seed}-{epoch}".encode()).digest()[:8], "little") >> 1)
-                loader = make_loader(self.stream("train", epoch, True), num_workers=cfg.num_workers, prefetch=cfg.prefetch,
-                                     start_method=cfg.worker_start, pin_memory=pin)
+                train_stream.set_epoch(epoch)  # before iter(): the (persistent) workers restart their streams at it
                 sums = np.zeros(3)
                 n_ok = skipped = 0
-                for x, cond in itertools.islice(loader, cfg.batches_per_epoch):
+                for x, cond in itertools.islice(iter(loader), cfg.batches_per_epoch):
                     x = x.to(self.device, non_blocking=True)
                     cond = cond.to(self.device, non_blocking=True)
                     self.optimizer.zero_grad(set_to_none=True)
@@ -200,7 +202,6 @@ class Trainer:
                         n_ok += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{float(loss.detach()):.3f}", epoch=epoch + 1)
-                del loader
                 v_nll, v_rev = self.validate()
                 tr = sums / max(n_ok, 1)
                 state["epoch"] = epoch + 1
@@ -218,6 +219,7 @@ class Trainer:
                     self.on_epoch(dict(state["history"][-1]))
         finally:
             bar.close()
+            del loader  # stops the workers
         best = ck.load_best(self.out, state["files"].get("best.safetensors")) if state["files"].get("best.safetensors") else self.model.state_dict()
         self.write_model(best, state)
         return self.out

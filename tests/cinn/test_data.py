@@ -82,6 +82,29 @@ def test_spawned_workers_serve_the_same_spectra(toy_cube):
         CINNConfig(worker_start="fork")
 
 
+def test_persistent_workers_follow_the_epoch_like_fresh_ones(toy_cube):
+    """Training keeps its loader workers across epochs (no respawn per epoch); after set_epoch(e), a new
+    iteration serves exactly what fresh workers started at epoch e serve (what a resumed run starts with)."""
+    import itertools
+
+    store = open_training_store(toy_cube, LABEL_NAMES)
+    positions = np.arange(0, store.n_model, 2)
+    stream = _stream(store, positions, shuffle=True, shuffle_buffer=256)
+    loader = make_loader(stream, num_workers=2, prefetch=2, start_method="spawn")
+    take = lambda it: [t.numpy().copy() for t, _ in itertools.islice(it, 4)]
+    epoch0 = take(iter(loader))
+    stream.set_epoch(1)
+    epoch1 = take(iter(loader))
+    again1 = take(iter(loader))  # a new iteration restarts the epoch's streams
+    fresh = make_loader(_stream(store, positions, shuffle=True, shuffle_buffer=256, epoch=1), num_workers=2, prefetch=2,
+                        start_method="spawn")
+    fresh1 = take(iter(fresh))
+    del loader, fresh
+    assert all(np.array_equal(a, b) for a, b in zip(epoch1, fresh1)) and len(fresh1) == 4
+    assert all(np.array_equal(a, b) for a, b in zip(epoch1, again1))
+    assert not all(np.array_equal(a, b) for a, b in zip(epoch0, epoch1))
+
+
 def test_dynamic_noise_is_log_uniform_snr_per_angstrom_with_sigma_flux_over_snr(toy_grid):
     store = open_training_store(toy_grid, LABEL_NAMES)
     assert store.mode == "dynamic" and store.snr is None
