@@ -124,6 +124,8 @@ def saliency_maps(post, flux, snr, *, n_latent: int = 32, seed: int = 0, batch: 
 
 def write_saliency(ds: xr.Dataset, path) -> Path:
     path = Path(path)
+    # numpy fixed-width unicode has no Zarr v3 spec (zarr warns): store the label names as variable-length strings
+    ds = ds.assign_coords({name: ds[name].astype(object) for name, var in ds.coords.items() if var.dtype.kind == "U"})
     ds.to_zarr(path, mode="w", consolidated=False)
     return path
 

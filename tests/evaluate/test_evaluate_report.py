@@ -77,6 +77,7 @@ def test_report_figures_summary_and_ppc(report):
     assert set(meta["coverage_68"]) >= set(LABELS_SHOWN) and all(0 <= v <= 1 for v in meta["coverage_68"].values())
     sal = xr.open_zarr(report / "saliency_snr300.zarr", consolidated=False)
     assert float(sal.saliency.max()) <= 1.0 and float(sal.saliency.min()) >= 0.0
+    assert [str(v) for v in sal.label.values] == meta["labels"]  # stored as variable-length strings (Zarr v3 has no <U)
     from astropy.table import Table
 
     ppc = Table.read(report / "ppc_snr300.ecsv", format="ascii.ecsv")
