@@ -14,6 +14,7 @@ themselves. Every draw depends only on (seed, epoch, worker, pass, chunk), so a 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -157,12 +158,14 @@ class CubeStream(torch.utils.data.IterableDataset):
 
     positions: sorted positions along `model` of the models to use (one split). With `shuffle`, chunks
     are read in a random order, endlessly (pass after pass), through a shuffle buffer; without, one pass
-    in order (evaluation). The store is opened lazily inside the process that iterates.
+    in order (evaluation). The store is opened lazily inside the process that iterates. `max_batches` (with
+    shuffle): an iteration yields that many batches in all, each of `num_workers` loader workers its round-robin
+    share, so the workers stop (idle, not prefetching past the epoch) when the epoch's batches are made.
     """
 
     def __init__(self, *, path, mode, positions, n_model, chunk, targets, flux_mean, flux_std, logsnr_mean, logsnr_std,
                  batch_size, snr=None, pixel_width=None, snr_range=(10.0, 1000.0), copies_per_model=1,
-                 noiseless_snr_index=None, shuffle=True, shuffle_buffer=16384, seed=0, epoch=0):
+                 noiseless_snr_index=None, shuffle=True, shuffle_buffer=16384, seed=0, epoch=0, max_batches=None):
         super().__init__()
         self.path = str(path)
         self.mode = mode
@@ -181,6 +184,7 @@ class CubeStream(torch.utils.data.IterableDataset):
         self.shuffle = bool(shuffle)
         self.shuffle_buffer = int(shuffle_buffer)
         self.seed, self._epoch = int(seed), int(epoch)
+        self.max_batches = None if max_batches is None else int(max_batches)
         in_split = np.zeros(self.n_model, dtype=bool)
         in_split[self.positions] = True
         self._in_split = in_split
@@ -294,11 +298,18 @@ class CubeStream(torch.utils.data.IterableDataset):
             if parts:
                 yield from self._batches(parts, None, final=True)
             return
+        batches = self._shuffled(wid, nw)
+        if self.max_batches is None:
+            yield from batches
+        else:  # the DataLoader takes batches from its workers round-robin: worker wid makes batches wid, wid + nw, ...
+            yield from itertools.islice(batches, max(0, -(-(self.max_batches - wid) // nw)))
+
+    def _shuffled(self, wid: int, nw: int):
         parts = []
         n_buf = 0
         counter = 0
         pass_ = 0
-        while True:  # endless: the trainer takes batches_per_epoch batches
+        while True:  # endless
             order = rng_for(self.seed, self.epoch, 2, pass_).permutation(len(self.chunks))
             mine = [self.chunks[i] for i in order][wid::nw]
             if not mine:

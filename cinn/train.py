@@ -94,14 +94,14 @@ class Trainer:
         self.data_hash = data_hash(st)
 
     # -- streams -------------------------------------------------------------------------------
-    def stream(self, split: str, epoch: int, shuffle: bool) -> CubeStream:
+    def stream(self, split: str, epoch: int, shuffle: bool, max_batches: int | None = None) -> CubeStream:
         st, cfg = self.store, self.cfg
         return CubeStream(
             path=st.path, mode=st.mode, positions=self.pos[split], n_model=st.n_model, chunk=st.chunk, targets=self.targets,
             flux_mean=self.flux_mean, flux_std=self.flux_std, logsnr_mean=self.logsnr[0], logsnr_std=self.logsnr[1],
             batch_size=cfg.batch_size, snr=st.snr, pixel_width=st.pixel_width, snr_range=cfg.snr_range,
             copies_per_model=cfg.copies_per_model, noiseless_snr_index=st.noiseless_snr_index, shuffle=shuffle,
-            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch,
+            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch, max_batches=max_batches,
         )
 
     # -- losses --------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ class Trainer:
                    desc="training", unit="batch")
         self.model.train()
         nonfinite_run = 0
-        train_stream = self.stream("train", state["epoch"], True)
+        train_stream = self.stream("train", state["epoch"], True, max_batches=cfg.batches_per_epoch)
         loader = make_loader(train_stream, num_workers=cfg.num_workers, prefetch=cfg.prefetch, start_method=cfg.worker_start,
                              pin_memory=pin)
         try:
