@@ -69,8 +69,14 @@ def wavelength_attrs(medium: str = "air") -> dict:
 FLUX_ATTRS = {"units": "1", "long_name": "continuum-normalised flux"}
 
 
+#: the smallest pixel step, relative to its wavelength: float64 resolves ~1e-16, and pixel edges and overlaps
+#: need many digits below the step (real grids are >= ~1e-7: 0.001 A at 10,000 A)
+MIN_RELATIVE_STEP = 1e-9
+
+
 def check_wavelength(wavelength: np.ndarray, name: str = "wavelength") -> np.ndarray:
-    """Return `wavelength` as float64 after checking it is 1-D, finite, positive and strictly increasing."""
+    """Return `wavelength` as float64 after checking it is 1-D, finite, positive and strictly increasing, with
+    steps of at least MIN_RELATIVE_STEP of the wavelength."""
     wl = np.asarray(wavelength, dtype=np.float64)
     if wl.ndim != 1 or wl.size < 2:
         raise GridError(f"{name} must be 1-D with at least 2 values, got shape {wl.shape}")
@@ -83,6 +89,11 @@ def check_wavelength(wavelength: np.ndarray, name: str = "wavelength") -> np.nda
     if np.any(steps <= 0):
         i = int(np.flatnonzero(steps <= 0)[0])
         raise GridError(f"{name} must increase; it does not at index {i + 1} ({wl[i]:.4f} -> {wl[i + 1]:.4f} A)")
+    tiny = steps < MIN_RELATIVE_STEP * wl[1:]
+    if np.any(tiny):
+        i = int(np.flatnonzero(tiny)[0])
+        raise GridError(f"{name} has a step of {steps[i]:.3g} A at index {i + 1} ({wl[i + 1]:.6f} A), below {MIN_RELATIVE_STEP:g} of the "
+                        "wavelength: pixels that narrow cannot be resolved in float64 (duplicated or degenerate wavelengths?)")
     return wl
 
 

@@ -2,10 +2,11 @@
 grid, agreement with spectres, gaps and out-of-coverage pixels never filled, one matrix per grid pair."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 import gridkit
 from gridkit.errors import GridError
+from gridkit.schema import MIN_RELATIVE_STEP
 from gridkit.kernels import rebin as kr
 
 
@@ -25,8 +26,7 @@ def test_integrated_flux_conserved_for_any_monotone_grid(seed, positions):
     flux = rng.uniform(0, 2, wl.size)
     # any strictly increasing target whose pixels lie inside the input (irregular, possibly with gaps)
     x = np.unique(wl[0] + 0.5 + np.sort(positions) * (wl[-1] - wl[0] - 1.0))
-    if x.size < 2:
-        return
+    assume(x.size >= 2 and np.all(np.diff(x) >= MIN_RELATIVE_STEP * x[1:]))  # finer grids are refused (test below)
     lo, hi = kr.bin_edges(x)
     out, covered = kr.rebin_rows(wl, flux[None], x)
     truth = np.array([_integral_truth(wl, flux, a, b) for a, b in zip(lo, hi)])
@@ -34,6 +34,14 @@ def test_integrated_flux_conserved_for_any_monotone_grid(seed, positions):
     assert covered[inside].all()
     np.testing.assert_allclose(out[0, covered] * (hi - lo)[covered], truth[covered], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose((out[0, covered] * (hi - lo)[covered]).sum(), truth[covered].sum(), rtol=1e-10)
+
+
+def test_target_grid_finer_than_float64_can_resolve_is_refused():
+    """Pixels a few float64 ulps wide (hypothesis found 1e-13 A steps) have no meaningful edges: a clear error."""
+    wl = np.arange(5000.0, 5010.0, 0.02)
+    ds = gridkit.from_arrays(wl, np.ones((1, wl.size), np.float32), {"teff": [1.0]})
+    with pytest.raises(GridError, match="step of 9.09e-13 A at index 1 .* below 1e-09 of the wavelength"):
+        gridkit.rebin(ds, np.array([5002.0, 5002.0 + 2**-40, 5003.0]))
 
 
 def test_same_grid_is_the_identity_and_constants_stay_constant():
