@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +184,8 @@ class CubeStream(torch.utils.data.IterableDataset):
         self.noiseless_snr_index = noiseless_snr_index
         self.shuffle = bool(shuffle)
         self.shuffle_buffer = int(shuffle_buffer)
-        self.seed, self._epoch = int(seed), int(epoch)
+        self.seed = int(seed)
+        self._epoch = types.SimpleNamespace(value=int(epoch))  # share_epoch swaps it for shared memory
         self.max_batches = None if max_batches is None else int(max_batches)
         in_split = np.zeros(self.n_model, dtype=bool)
         in_split[self.positions] = True
@@ -194,20 +196,17 @@ class CubeStream(torch.utils.data.IterableDataset):
 
     @property
     def epoch(self) -> int:
-        return int(self._epoch.value) if hasattr(self._epoch, "value") else int(self._epoch)
+        return int(self._epoch.value)
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch of the next iteration (seeds its chunk order, noise and shuffles)."""
-        if hasattr(self._epoch, "value"):
-            self._epoch.value = int(epoch)
-        else:
-            self._epoch = int(epoch)
+        self._epoch.value = int(epoch)
 
     def share_epoch(self, context) -> None:
         """Hold the epoch in shared memory of `context` (a multiprocessing context), so that persistent loader
         workers, which keep their own copy of this stream, follow `set_epoch` at their next iteration."""
-        if not hasattr(self._epoch, "value"):
-            self._epoch = context.RawValue("q", int(self._epoch))
+        if isinstance(self._epoch, types.SimpleNamespace):  # once: loaders made earlier keep following it
+            self._epoch = context.RawValue("q", self.epoch)
 
     # reading --------------------------------------------------------------------------------
     def _flux_array(self):
@@ -227,13 +226,11 @@ class CubeStream(torch.utils.data.IterableDataset):
         """flux[key] as float32, CF-decoded (scale_factor/add_offset; integer fill values -> NaN)."""
         arr = self._flux_array()
         raw = np.asarray(arr[key])
-        scale = getattr(self, "_scale", None)
-        if scale is None and raw.dtype.kind == "f":
+        if self._scale is None and raw.dtype.kind == "f":
             return raw.astype(np.float32, copy=False)
-        out = raw.astype(np.float32) * np.float32(scale if scale is not None else 1.0) + np.float32(getattr(self, "_offset", 0.0))
-        fill = getattr(self, "_fill", None)
-        if fill is not None and raw.dtype.kind in "iu":
-            out[raw == fill] = np.nan
+        out = raw.astype(np.float32) * np.float32(1.0 if self._scale is None else self._scale) + np.float32(self._offset)
+        if self._fill is not None and raw.dtype.kind in "iu":
+            out[raw == self._fill] = np.nan
         return out
 
     def samples_per_chunk_pass(self) -> int:

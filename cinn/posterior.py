@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from catalogs.schema import QUANTILES  # the quantile columns summarize writes and catalogs hold
 from gridkit.errors import ExtrapolationWarning, GridError
 from gridkit.schema import STAR, WAVELENGTH, label_attrs
 from gridkit.store import rng_for
@@ -32,7 +33,6 @@ from .config import CINNConfig
 from .model import CINN, FastReverse, log_normal
 from .transforms import InputScaler, LabelTransform
 
-QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
 DEFAULT_MEMORY_CAP = 1 << 30  # bytes of activations per pass (GPU groups of spectra; host memory of summarize)
 #: samples of one spectrum per reverse pass: a constant (not the memory cap), so results never depend on it.
 #: 1024 rows keep a subnet's 1024 x 512 activations in a core's cache: 1.27x faster on CPU than 4096 rows
@@ -157,19 +157,19 @@ class Posterior:
             return array
         return np.concatenate([array, np.repeat(array[:1], size - array.shape[0], axis=0)])
 
-    def _cond_rows(self, values: np.ndarray, snr: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        """Feature-network inputs of spectra lo..hi, each computed on its own (numpy's vectorised log10 may round
-        the tail of an array differently from its body: no result may depend on a spectrum's position)."""
-        return np.concatenate([self.scaler.condition_input(values[j:j + 1], snr[j:j + 1]) for j in range(lo, hi)])
+    def _group_conditions(self, values: np.ndarray, snr: np.ndarray, lo: int, hi: int, size: int) -> torch.Tensor:
+        """Feature-network conditions (size, n_features) of spectra lo..hi, padded to `size` rows. Each input row
+        is computed on its own (numpy's vectorised log10 may round the tail of an array differently from its
+        body: no result may depend on a spectrum's position)."""
+        rows = np.concatenate([self.scaler.condition_input(values[j:j + 1], snr[j:j + 1]) for j in range(lo, hi)])
+        return self.model.condition(self._fresh(self._padded(rows, size)))
 
     @torch.inference_mode()
     def _conditions(self, values: np.ndarray, snr: np.ndarray) -> torch.Tensor:
         """Feature-network conditions (n_spec, n_features), in groups of COND_GROUP on GPU (1 on CPU), padded."""
         S = values.shape[0]
         g = COND_GROUP if self.batch_spectra else 1
-        out = [self.model.condition(self._fresh(self._padded(self._cond_rows(values, snr, i, min(S, i + g)), g)))[:min(g, S - i)]
-               for i in range(0, S, g)]
-        return torch.cat(out)
+        return torch.cat([self._group_conditions(values, snr, i, min(S, i + g), g)[:min(g, S - i)] for i in range(0, S, g)])
 
     def _latents(self, keys: np.ndarray, n: int, seed: int) -> np.ndarray:
         d = len(self.label_names)
@@ -190,7 +190,7 @@ class Posterior:
         for lo in range(0, S, g):
             hi = min(S, lo + g)
             m = hi - lo
-            c = self.model.condition(self._fresh(self._padded(self._cond_rows(values, snr, lo, hi), g)))
+            c = self._group_conditions(values, snr, lo, hi, g)
             z_all = self._padded(self._latents(keys[lo:hi], n, seed), g)
             for a in range(0, n, block):
                 b = min(n, a + block)

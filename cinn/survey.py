@@ -29,11 +29,11 @@ from typing import Callable, Iterable
 import numpy as np
 import xarray as xr
 
+from catalogs.schema import QUANTILES
 from gridkit import store as _store
 from gridkit.errors import ConfigError, ExtrapolationWarning, GridError, StoreError
 from gridkit.schema import STAR, WAVELENGTH, label_attrs
 
-QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
 DEFAULT_CHUNK = 1024
 OUTPUT_DTYPE = np.float32
 

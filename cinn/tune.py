@@ -103,12 +103,13 @@ def _study(tune_dir, epochs: int, seed: int | None = None, create: bool = False)
     return optuna.load_study(study_name=STUDY_NAME, storage=storage(tune_dir), pruner=pruner, sampler=sampler)
 
 
-def _reporter(trial):
-    """on_epoch callback of cinn.train.Trainer: report the epoch's validation NLL to the Optuna trial, stop the
-    run when Hyperband prunes it."""
+def _reporter(trial, rows: list):
+    """on_epoch callback of cinn.train.Trainer: keep the epoch's log row in `rows`, report its validation NLL to
+    the Optuna trial, stop the run when Hyperband prunes it."""
     import optuna
 
     def on_epoch(row) -> None:
+        rows.append(row)
         epoch, val = int(row["epoch"]), float(row["val_nll"])
         if not math.isfinite(val):
             raise optuna.TrialPruned(f"validation NLL is {val} at epoch {epoch}")
@@ -140,14 +141,14 @@ def run_trials(cube_path, tune_dir, n_trials: int, base: dict, space: dict, epoc
         out = Path(tune_dir) / "trials" / f"{trial.number:04d}"
         out.mkdir(parents=True, exist_ok=True)
         trial.set_user_attr("model_dir", str(out))
-        trainer = Trainer(cube_path, out, cfg, progress=False, on_epoch=_reporter(trial))
+        rows: list = []
+        trainer = Trainer(cube_path, out, cfg, progress=False, on_epoch=_reporter(trial, rows))
         try:
             trainer.run(resume=False)
         except TrainingError as exc:  # diverged: a bad corner of the space, not a failure of the search
             raise optuna.TrialPruned(str(exc)) from exc
-        log = _read_log(out)
-        trial.set_user_attr("epochs_run", len(log))
-        vals = [float(r["val_nll"]) for r in log if math.isfinite(float(r["val_nll"]))]
+        trial.set_user_attr("epochs_run", len(rows))
+        vals = [float(r["val_nll"]) for r in rows if math.isfinite(float(r["val_nll"]))]
         if not vals:
             raise optuna.TrialPruned("no finite validation NLL")
         return min(vals)
@@ -155,13 +156,6 @@ def run_trials(cube_path, tune_dir, n_trials: int, base: dict, space: dict, epoc
     study.optimize(objective, n_trials=int(n_trials), catch=())
     return int(n_trials)
 
-
-def _read_log(model_dir) -> list[dict]:
-    path = Path(model_dir) / "log.csv"
-    if not path.is_file():
-        return []
-    with open(path) as fh:
-        return [r for r in csv.DictReader(fh) if int(r["epoch"]) >= 1]
 
 
 def tune(cube_path, tune_dir, *, n_trials: int = 20, epochs: int = 30, config=None, space: Mapping | None = None,

@@ -193,23 +193,14 @@ def _rebin_block(flux, *, wl, matrix, uncovered, missing):
     return _as_float32(out)
 
 
-def _noise_draws(seed: int, row_keys: np.ndarray, snr_keys: Sequence[int], n: int) -> np.ndarray:
-    """Standard-normal deviates (rows, n_snr, n): row r, S/N s draws from store.rng_for(seed, row_key, snr_key)."""
-    out = np.empty((row_keys.size, len(snr_keys), n))
-    for i, key in enumerate(row_keys.tolist()):
-        for j, skey in enumerate(snr_keys):
-            out[i, j] = _store.rng_for(seed, key, skey).standard_normal(n)
-    return out
-
-
 def _noise_block(flux, row_keys, *, snr_pixel, snr_keys, seed):
     flux = np.asarray(flux, dtype=np.float64)
     lead = flux.shape[:-1]
     n = flux.shape[-1]
     rows = flux.reshape(-1, n)
     keys = np.asarray(row_keys).reshape(-1)
-    # one (row, S/N) at a time straight into the float32 output: the same values as drawing the whole block
-    # at once (`_noise_draws`), without its float64 temporaries (3x the output's size)
+    # row r at S/N s draws from store.rng_for(seed, row_key, snr_key): chunking-independent. One (row, S/N) at a
+    # time straight into the float32 output, without float64 temporaries of the whole block (3x its size)
     out = np.empty((rows.shape[0], len(snr_keys), n), dtype=np.float32)
     for i, key in enumerate(keys.tolist()):
         for j, skey in enumerate(snr_keys):

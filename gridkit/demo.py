@@ -56,9 +56,9 @@ class DemoConfig:
     #: posterior draws per spectrum for the evaluation and the survey (published: 4096)
     eval_samples: int = 512
     eval_spectra: int | None = None
-    #: the evaluation's saliency maps and posterior predictive check (slower diagnostics)
+    #: the evaluation's saliency maps, and the spectra of its posterior predictive check (slower diagnostics)
     saliency: bool = True
-    ppc: bool = True
+    ppc: int = 4
     survey_snr: float = 50.0
     infer_samples: int = 1024
     workers: int = 2
@@ -71,7 +71,7 @@ class DemoConfig:
     def quick(cls, **overrides) -> "DemoConfig":
         """A run of about a minute: the whole chain on a few dozen models and a tiny network."""
         base = dict(n_models=64, snr=(50.0, 250.0), epochs=2, batches_per_epoch=4, batch_size=64, network=dict(QUICK_NETWORK),
-                    eval_samples=64, eval_spectra=16, saliency=False, ppc=False, infer_samples=64, survey_snr=250.0, query="teff > 5000 and f_reject < 0.5")
+                    eval_samples=64, eval_spectra=16, saliency=False, ppc=0, infer_samples=64, survey_snr=250.0, query="teff > 5000 and f_reject < 0.5")
         base.update(overrides)
         return cls(**base)
 

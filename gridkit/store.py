@@ -90,11 +90,9 @@ class RegionStore:
         part = ds[keep].drop_vars([c for c in ds[keep].coords if c != self.dim], errors="ignore")
         if part.sizes.get(self.dim) != sl.stop - sl.start:
             raise StoreError(f"region {i} must have {sl.stop - sl.start} entries along {self.dim!r}, got {part.sizes.get(self.dim)}")
-        part = part.drop_vars(self.dim, errors="ignore")
-        for name, var in part.variables.items():
+        part = vlen_strings(part.drop_vars(self.dim, errors="ignore"))
+        for var in part.variables.values():
             var.encoding = {}
-            if var.dtype.kind == "U":  # as in create(): variable-length strings
-                part[name] = var.astype(object)
         part.to_zarr(self.path, region={self.dim: sl}, mode="r+", consolidated=False)
         self.mark("done", i)
 
@@ -151,11 +149,8 @@ def create(
             e.setdefault("chunks", tuple(region_size if d == dim else template.sizes[d] for d in var.dims))
         if e:
             enc[name] = e
-    template = template.copy()
+    template = vlen_strings(template)
     for name, var in template.variables.items():
-        if var.dtype.kind == "U":  # numpy fixed-width unicode has no Zarr v3 spec: store variable-length strings
-            template[name] = var.astype(object)
-            var = template[name].variable
         if dim in var.dims and name != dim and var.chunks is not None:
             template[name] = var.chunk({dim: region_size})
     try:
@@ -166,6 +161,16 @@ def create(
         _remove(path)  # nothing half-written stays behind
         raise
     return RegionStore(path, dim, int(region_size), n, fingerprint), False
+
+
+def vlen_strings(ds: xr.Dataset) -> xr.Dataset:
+    """`ds` with numpy fixed-width unicode variables (and coordinates) as variable-length strings: Zarr v3 has
+    no spec for numpy `<U` (zarr warns that such arrays may become unreadable)."""
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        if var.dtype.kind == "U":
+            out[name] = var.astype(object)
+    return out
 
 
 def open_complete(path, what: str = "store", *, chunks: dict | None = None, allow_incomplete: bool = False,

@@ -556,9 +556,7 @@ def evaluate(
 
     if not isinstance(samples, (int, np.integer)) or samples < 2:
         raise ConfigError(f"samples must be an integer >= 2, got {samples!r}")
-    if isinstance(ppc, bool):  # the former flag: True = 4 spectra
-        ppc = 4 if ppc else 0
-    if not isinstance(ppc, (int, np.integer)) or ppc < 0:
+    if isinstance(ppc, bool) or not isinstance(ppc, (int, np.integer)) or ppc < 0:
         raise ConfigError(f"ppc (spectra for the posterior predictive check) must be an integer >= 0, got {ppc!r}")
     if max_spectra is not None and (not isinstance(max_spectra, (int, np.integer)) or max_spectra < 1):
         raise ConfigError(f"max_spectra must be a positive integer or None, got {max_spectra!r}")

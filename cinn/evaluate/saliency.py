@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from gridkit.errors import ConfigError
+from gridkit.store import vlen_strings
 
 #: element whose lines each label mainly reads (Teff, log g, vmic, vbroad: iron lines and the Balmer lines)
 LABEL_ELEMENT = {"teff": "Fe", "logg": "Fe", "feh": "Fe", "vmic": "Fe", "vbroad": "Fe", "c_fe": "C", "n_fe": "N", "mg_fe": "Mg",
@@ -124,9 +125,7 @@ def saliency_maps(post, flux, snr, *, n_latent: int = 32, seed: int = 0, batch: 
 
 def write_saliency(ds: xr.Dataset, path) -> Path:
     path = Path(path)
-    # numpy fixed-width unicode has no Zarr v3 spec (zarr warns): store the label names as variable-length strings
-    ds = ds.assign_coords({name: ds[name].astype(object) for name, var in ds.coords.items() if var.dtype.kind == "U"})
-    ds.to_zarr(path, mode="w", consolidated=False)
+    vlen_strings(ds).to_zarr(path, mode="w", consolidated=False)
     return path
 
 
