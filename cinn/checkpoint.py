@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gridkit.errors import GridkitError, StoreError
+from gridkit.files import atomic_output, atomic_write_text
 
 FORMAT = "gridkit-cinn"
 #: 2: `subnet_layers` counts a subnet's fully connected layers including input and output (1: hidden layers)
@@ -50,9 +50,7 @@ def sha256_file(path) -> str:
 
 
 def _atomic_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
@@ -60,11 +58,9 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | 
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    save_file(clean, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        save_file(clean, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
     return sha256_file(path)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from gridkit.errors import ConfigError, GridError, StoreError
+from gridkit.files import atomic_write_text
 from gridkit.store import rng_for
 
 SPLITS = ("train", "test", "validation")
@@ -59,13 +60,8 @@ def split_models(model_ids, fractions=(0.75, 0.20, 0.05), seed: int = 42, out_di
 
 
 def write_split(out_dir, split: dict, info: dict | None = None) -> Path:
-    path = Path(out_dir) / SPLIT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {**(info or {}), **{k: np.asarray(split[k]).tolist() for k in SPLITS}}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    tmp.replace(path)
-    return path
+    return atomic_write_text(Path(out_dir) / SPLIT_FILE, json.dumps(doc))
 
 
 def read_split(model_dir) -> dict[str, np.ndarray]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
-import json
 import math
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from gridkit.errors import ConfigError, StoreError
+from gridkit.files import atomic_output, jsonable
 from gridkit.schema import label_attrs
 
 from . import checkpoint as ck
@@ -225,13 +225,10 @@ class Trainer:
         return self.out
 
     def _write_log(self, history) -> None:
-        path = self.out / "log.csv"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_output(self.out / "log.csv") as tmp, open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
             w.writeheader()
             w.writerows(history)
-        tmp.replace(path)
 
     def write_model(self, state_dict, state) -> str:
         st, cfg = self.store, self.cfg
@@ -245,7 +242,7 @@ class Trainer:
             # S/N per Angstrom the network saw: the stored copies, or the range of the dynamic noise
             "snr_range": ([float(np.min(st.snr)), float(np.max(st.snr))] if st.mode == "stored" else [float(v) for v in cfg.snr_range]),
             "n_wave": int(st.wavelength.size),
-            "instrument": {k: _jsonable(st.attrs.get(k)) for k in ("instrument", "arms", "resolving_power") if k in st.attrs},
+            "instrument": {k: jsonable(st.attrs.get(k)) for k in ("instrument", "arms", "resolving_power") if k in st.attrs},
             "training_data": {"path": str(st.path), "hash": self.data_hash, "mode": st.mode, "n_model": st.n_model,
                               "split_sizes": {k: int(v.size) for k, v in self.pos.items()}},
             "training": {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_val_nll": state["best_val"],
@@ -258,18 +255,6 @@ class Trainer:
 def _row(epoch, lr, loss, nll, rev, v_nll, v_rev, skipped, secs) -> dict:
     return {"epoch": epoch, "lr": lr, "train_loss": loss, "train_nll": nll, "train_reverse": rev, "val_nll": v_nll,
             "val_reverse": v_rev, "skipped": skipped, "seconds": round(secs, 3)}
-
-
-def _jsonable(v):
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (np.generic,)):
-        return v.item()
-    try:
-        json.dumps(v)
-        return v
-    except TypeError:
-        return str(v)
 
 
 def train(cube_path, out_dir, config=None, epochs=None, batches_per_epoch=None, batch_size=None, resume=False, progress=True) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Mapping
 
 from gridkit.errors import ConfigError
+from gridkit.files import atomic_write_text
 
 from .config import CINNConfig, as_config
 
@@ -231,10 +232,7 @@ def summarize(tune_dir, base: Mapping | None = None, epochs: int | None = None) 
     if base is None:
         base = json.loads((tune_dir / BEST_CONFIG).read_text()) if (tune_dir / BEST_CONFIG).is_file() else CINNConfig().to_dict()
     cfg = CINNConfig.from_dict({**dict(base), **best.params})
-    cfg_path = tune_dir / BEST_CONFIG
-    tmp = cfg_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
-    tmp.replace(cfg_path)
+    cfg_path = atomic_write_text(tune_dir / BEST_CONFIG, json.dumps(cfg.to_dict(), indent=1) + "\n")
     out.update(best_value=float(best.value), best_params=dict(best.params), best_trial=best.number, best_config=str(cfg_path),
                best_model_dir=best.user_attrs.get("model_dir"))
     return out

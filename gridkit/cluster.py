@@ -2,6 +2,10 @@
 
 Workers are separate processes started with `spawn` (distributed's default): zarr v3 and CUDA do not
 survive `fork`. Tasks open their stores inside the worker.
+
+`client_for` is the one rule that turns the `--workers/--scheduler` options of every command into a client:
+a scheduler address or file connects to that cluster; `workers=0` runs the tasks on threads of this process
+(no cluster); `workers=N` starts a LocalCluster of N worker processes; neither uses the command's default.
 """
 from __future__ import annotations
 
@@ -52,6 +56,35 @@ def dask_client(
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+#: `workers` value meaning one LocalCluster worker process per core
+AUTO = "auto"
+
+
+@contextlib.contextmanager
+def client_for(workers: int | str | None = None, scheduler: str | None = None, *, default_workers: int | str = AUTO,
+               threads_per_worker: int = 1, resources: Mapping[str, float] | None = None, quiet: bool = False):
+    """A context yielding the distributed Client the options ask for, or None to run tasks in this process.
+
+    scheduler: address (tcp://host:8786) or scheduler file of a running cluster; workers: 0 (no cluster),
+    N >= 1 (a LocalCluster of N processes) or "auto" (one per core); None: `default_workers`.
+    """
+    from .errors import ConfigError
+
+    if scheduler and workers is not None:
+        raise ConfigError(f"give --workers ({workers}) or --scheduler ({scheduler}), not both: a scheduler's cluster has its own workers")
+    n = default_workers if workers is None else workers
+    if n != AUTO and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise ConfigError(f"workers (--workers) must be 0 (this process), a positive number or {AUTO!r}, got {n!r}")
+    if isinstance(threads_per_worker, bool) or not isinstance(threads_per_worker, int) or threads_per_worker < 1:
+        raise ConfigError(f"threads per worker (--threads-per-worker) must be a positive integer, got {threads_per_worker!r}")
+    if not scheduler and n == 0:
+        yield None
+        return
+    with dask_client(scheduler=scheduler, n_workers=None if n == AUTO else n, threads_per_worker=threads_per_worker,
+                     resources=resources, quiet=quiet) as client:
+        yield client
 
 
 def worker_environ() -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
+from .files import jsonable
 
 #: a CPU-sized network (the published one is cinn.CINNConfig() with its defaults)
 DEMO_NETWORK = {
@@ -125,7 +126,7 @@ def run_demo(out="demo-output", config: DemoConfig | None = None, *, scheduler: 
     from cinn.evaluate.report import evaluate
     from cinn.survey import infer, mock_survey
 
-    from .cluster import dask_client
+    from .cluster import client_for
     from .degrade import degrade_store, fourmostify_store
     from .synth import AnalyticSynthesizer, sample_labels, synthesize
 
@@ -140,10 +141,10 @@ def run_demo(out="demo-output", config: DemoConfig | None = None, *, scheduler: 
                                    "sun_survey": "sun-survey.zarr", "sun_catalog": "sun-catalog.zarr"}.items()}
     p["figures"].mkdir(exist_ok=True)
     stage = _Stages(log)
-    summary: dict = {"config": _jsonable(dataclasses.asdict(cfg)), "paths": {k: str(v) for k, v in p.items()}}
+    summary: dict = {"config": jsonable(dataclasses.asdict(cfg)), "paths": {k: str(v) for k, v in p.items()}}
     t_start = time.perf_counter()
 
-    with dask_client(scheduler=scheduler, n_workers=cfg.workers, quiet=not progress) as client:
+    with client_for(None if scheduler else cfg.workers, scheduler, quiet=not progress) as client:
         with stage("synth", f"{cfg.n_models} analytic spectra ({', '.join(cfg.arms)} arms, 0.02 A, unbroadened) -> {p['base']}"):
             labels = sample_labels(cfg.n_models, seed=cfg.seed)
             ranges = None if tuple(cfg.arms) == ("green", "red") else tuple(cfg.arms)
@@ -180,7 +181,7 @@ def run_demo(out="demo-output", config: DemoConfig | None = None, *, scheduler: 
             done.write_text(json.dumps(written, indent=1))
         summary["evaluation"] = written
 
-    with dask_client(scheduler=scheduler, n_workers=cfg.workers, quiet=not progress) as client:
+    with client_for(None if scheduler else cfg.workers, scheduler, quiet=not progress) as client:
         with stage("mock-survey", f"the test split at S/N {cfg.survey_snr:g} per A, true labels kept -> {p['survey']}"):
             mock_survey(p["cube"], p["survey"], snr=cfg.survey_snr, split="test", model_dir=p["model"], seed=cfg.seed,
                         progress=False)
@@ -211,7 +212,7 @@ def run_demo(out="demo-output", config: DemoConfig | None = None, *, scheduler: 
 
     summary["coverage68"] = _coverage68(p["report"])
     summary["timings_s"] = {**{k: round(v, 1) for k, v in stage.times.items()}, "total": round(time.perf_counter() - t_start, 1)}
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
+    (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
     log("\n" + results_table(summary))
     return summary
 
@@ -357,21 +358,6 @@ def results_table(summary: dict) -> str:
     if t:
         lines += ["", "timings [s]: " + ", ".join(f"{k} {v:g}" for k, v in t.items())]
     return "\n".join(lines)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if np.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 __all__ = ["DemoConfig", "run_demo", "results_table", "DEMO_NETWORK", "QUICK_NETWORK"]

@@ -97,6 +97,23 @@ def check_wavelength(wavelength: np.ndarray, name: str = "wavelength") -> np.nda
     return wl
 
 
+def describe_wavelength(wavelength: np.ndarray) -> str:
+    """`25200 pixels, 5160.025-6789.975 A`: how errors name a wavelength grid."""
+    wl = np.asarray(wavelength, dtype=np.float64)
+    return f"{wl.size} pixels, {wl[0]:.3f}-{wl[-1]:.3f} A" if wl.size else "0 pixels"
+
+
+def check_same_wavelength(wavelength, reference, *, what: str = "the spectra", of: str = "the model",
+                          hint: str = "put the spectra on it with `gridkit fourmostify` (gridkit.fourmostify) first") -> None:
+    """Raise GridError unless `wavelength` is the grid `reference` (same size, equal within 1e-6 A): the one check
+    of "these spectra are on the model's (or cube's) wavelength grid". `what` and `of` name the two in the message."""
+    wl = np.asarray(wavelength, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    if wl.shape != ref.shape or not np.allclose(wl, ref, rtol=1e-9, atol=1e-6):
+        raise GridError(f"{what} ({describe_wavelength(wl)}) is not on the wavelength grid of {of} ({describe_wavelength(ref)})"
+                        + (f"; {hint}" if hint else ""))
+
+
 def check_labels(labels: Mapping[str, np.ndarray], n: int, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """Labels as float64 arrays of length n, finite, with every required name present."""
     missing = [name for name in required if name not in labels]

@@ -25,6 +25,7 @@ import xarray as xr
 import zarr
 
 from .errors import GridError, StoreError
+from .files import atomic_write_text
 
 RECORD_GROUP = "_gridkit"
 
@@ -70,11 +71,8 @@ class RegionStore:
         return {int(p.stem): json.loads(p.read_text())["reason"] for p in folder.glob("*.json")}
 
     def mark(self, kind: str, i: int, info: Mapping | None = None) -> None:
-        marker = self._marker(kind, i)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"region": i, "time": _now(), **(info or {})}))
-        os.replace(tmp, marker)  # atomic: a marker is either whole or absent
+        # atomic: a marker is either whole or absent
+        atomic_write_text(self._marker(kind, i), json.dumps({"region": i, "time": _now(), **(info or {})}))
         if kind == "done":
             self._marker("failed", i).unlink(missing_ok=True)
 

@@ -1,7 +1,6 @@
 """The notebooks under notebooks/ run top to bottom on small sizes (GRIDKIT_NB_SMALL=1)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -1,7 +1,7 @@
 """`gridkit degrade`: a base grid to a training cube with the published chain (see gridkit.degrade)."""
 from __future__ import annotations
 
-from ._common import add_cluster_options, add_overwrite, floats, nullcontext
+from ._common import add_cluster_options, add_overwrite, floats
 
 
 def register(sub):
@@ -24,17 +24,16 @@ def register(sub):
     parser.add_argument("--input-resolving-power", type=float, default=None, help="resolving power of the input (default: its attrs, inf)")
     parser.add_argument("--region-size", type=int, default=16, help="models per chunk and per task (default 16)")
     parser.add_argument("--no-progress", action="store_true")
-    add_cluster_options(parser)
+    add_cluster_options(parser, default_workers="auto")
     add_overwrite(parser)
     parser.set_defaults(func=_run)
 
 
 def _run(args):
     from ..degrade import PER_ANGSTROM, PER_PIXEL, degrade_store
-    from ._common import cluster_from_args
+    from ._common import client_from_args
 
-    local = args.workers == 0 and not args.scheduler  # --workers 0: threads in this process, no cluster
-    with (nullcontext(None) if local else cluster_from_args(args)) as client:
+    with client_from_args(args) as client:
         out = degrade_store(
             args.input, args.out, args.instrument, args.arms, None if args.no_noise else args.snr, seed=args.seed,
             snr_convention=PER_PIXEL if args.snr_per_pixel else PER_ANGSTROM, region_size=args.region_size, client=client,

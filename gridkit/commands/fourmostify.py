@@ -1,7 +1,7 @@
 """`gridkit fourmostify`: observed spectra of higher resolution to a survey store on the instrument grid."""
 from __future__ import annotations
 
-from ._common import add_cluster_options, add_overwrite, names, nullcontext
+from ._common import add_cluster_options, add_overwrite, names
 
 
 def register(sub):
@@ -24,7 +24,7 @@ def register(sub):
     parser.add_argument("--region-size", type=int, default=64, help="stars per chunk and per task")
     parser.add_argument("--report", default=None, help="also write the per-star missing-pixel report to this CSV file")
     parser.add_argument("--no-progress", action="store_true")
-    add_cluster_options(parser)
+    add_cluster_options(parser, default_workers=0)  # spectra are small: threads of this process
     add_overwrite(parser)
     parser.set_defaults(func=_run)
 
@@ -33,10 +33,9 @@ def _run(args):
     import xarray as xr
 
     from ..degrade import PER_ANGSTROM, PER_PIXEL, format_ranges, fourmostify_store, missing_report
-    from ._common import cluster_from_args
+    from ._common import client_from_args
 
-    use_cluster = bool(args.scheduler) or bool(args.workers)  # default: threads in this process (spectra are small)
-    with (cluster_from_args(args) if use_cluster else nullcontext(None)) as client:
+    with client_from_args(args) as client:
         out = fourmostify_store(
             args.spectra, args.out, args.input_resolving_power, instrument=args.instrument, arms=args.arms, snr=args.snr,
             input_snr=args.input_snr, seed=args.seed, snr_convention=PER_PIXEL if args.snr_per_pixel else PER_ANGSTROM,

@@ -27,7 +27,7 @@ def register(sub):
                    help="spectra with missing (NaN) pixels: 'flag' leaves them uninferred (flag_missing_flux), 'impute' fills those "
                         "pixels with the training mean flux and counts them in n_imputed (default: flag)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_cluster_options(p)
+    add_cluster_options(p, default_workers="auto")
     p.epilog = "--workers 0 runs the tasks on --threads-per-worker threads of this process, without a Dask cluster."
     add_overwrite(p)
     p.set_defaults(func=_run)
@@ -36,19 +36,13 @@ def register(sub):
 def _run(args, argv=None):
     from cinn.survey import infer
 
-    from ._common import cluster_from_args
-
     from ..errors import ConfigError
-    from ._common import nullcontext
+    from ._common import client_from_args
 
     command = "gridkit " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    if args.workers is not None and args.workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
-    in_process = args.workers == 0 and not args.scheduler  # no cluster: threads of this process
-    if in_process and args.gpu_workers:
-        raise ConfigError("--gpu-workers needs a LocalCluster (--workers >= 1)")
-    context = nullcontext(None) if in_process else cluster_from_args(args, resources={"GPU": 1} if args.gpu_workers else None)
-    with context as client:
+    if args.gpu_workers and (args.workers == 0 or args.scheduler):
+        raise ConfigError("--gpu-workers needs a LocalCluster (--workers >= 1 or auto, no --scheduler)")
+    with client_from_args(args, resources={"GPU": 1} if args.gpu_workers else None) as client:
         out = infer(args.model_dir, args.survey, args.out, samples=args.samples, chunk=args.chunk, seed=args.seed, client=client,
                     overwrite=args.overwrite, progress=not args.no_progress, command=command, device=args.device,
                     n_threads=max(1, args.threads_per_worker), missing=args.missing)

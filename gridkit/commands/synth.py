@@ -34,7 +34,7 @@ def register(sub):
     p.add_argument("--models-per-region", type=int, default=16, help="models per task and Zarr chunk")
     p.add_argument("--no-progress", action="store_true")
     add_overwrite(p)
-    add_cluster_options(p)
+    add_cluster_options(p, default_workers=0)
     p.set_defaults(func=_run)
 
 
@@ -76,14 +76,11 @@ def _run(args):
     from ..schema import LABEL_NAMES
 
     labels = {k: v for k, v in labels.items() if k in LABEL_NAMES}
-    if args.workers is None and args.scheduler is None:
-        report = synth.synthesize(labels, backend, args.out, models_per_region=args.models_per_region, overwrite=args.overwrite, progress=not args.no_progress)
-    else:
-        from ._common import cluster_from_args
+    from ._common import client_from_args
 
-        with cluster_from_args(args) as client:
-            report = synth.synthesize(labels, backend, args.out, models_per_region=args.models_per_region, overwrite=args.overwrite,
-                                      progress=not args.no_progress, client=client)
+    with client_from_args(args) as client:
+        report = synth.synthesize(labels, backend, args.out, models_per_region=args.models_per_region, overwrite=args.overwrite,
+                                  progress=not args.no_progress, client=client)
     print(f"{report.path}: {report.n_ok} of {report.n_models} models synthesized ({args.backend})" + (" (resumed)" if report.resumed else ""))
     for model, reason in list(report.not_ok.items())[:10]:
         print(f"  model {model}: {reason}")

@@ -2,6 +2,8 @@
 in this process or over a Dask cluster (cinn.tune.tune)."""
 from __future__ import annotations
 
+from ._common import add_cluster_options
+
 
 def register(sub):
     parser = sub.add_parser(
@@ -20,10 +22,7 @@ def register(sub):
     parser.add_argument("--space", default=None, help='search space JSON file: {"lr": ["float", 1e-4, 1e-2, true], "n_blocks": ["int", 4, 16, 2], '
                         '"subnet_width": ["categorical", [128, 256]]} (default: lr, n_blocks, subnet_width, clamp, weight_decay)')
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
-    group = parser.add_argument_group("Dask (default: all trials in this process)")
-    group.add_argument("--workers", type=int, default=None, help="start a LocalCluster of N worker processes, one trial at a time each")
-    group.add_argument("--scheduler", default=None, help="address (tcp://host:8786) or scheduler file of an existing cluster; "
-                       "the tune directory must be on a filesystem its workers share")
+    add_cluster_options(parser, default_workers=0)  # each worker runs one trial at a time; a scheduler's workers must share the tune dir
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=_run)
 
@@ -45,15 +44,10 @@ def _run(args):
             raise ConfigError(f"--space {args.space}: cannot read a JSON search space: {exc}") from None
     config = as_config(args.config).replace(batches_per_epoch=args.batches_per_epoch)
     kwargs = dict(n_trials=args.trials, epochs=args.epochs, config=config, space=space, seed=args.seed, progress=not args.no_progress)
-    if args.scheduler or args.workers:
-        from ..cluster import dask_client
+    from ._common import client_from_args
 
-        if args.workers is not None and args.workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-        with dask_client(scheduler=args.scheduler, n_workers=args.workers, threads_per_worker=1) as client:
-            res = tune(args.input, args.out, client=client, n_workers=args.workers, **kwargs)
-    else:
-        res = tune(args.input, args.out, **kwargs)
+    with client_from_args(args) as client:
+        res = tune(args.input, args.out, client=client, **kwargs)
     print(f"{res['n_trials']} trials ({res['n_complete']} complete, {res['n_pruned']} pruned); table {res['trials_csv']}")
     if res["best_config"]:
         print(f"best validation NLL {res['best_value']:.4g} (trial {res['best_trial']}): {json.dumps(res['best_params'])}")

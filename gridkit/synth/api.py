@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -25,6 +24,7 @@ import xarray as xr
 
 from .. import store as _store
 from ..errors import ConfigError, GridError, StoreError
+from ..files import atomic_write_text
 from ..schema import FLUX_ATTRS, LABEL_NAMES, MODEL, WAVELENGTH, check_labels, check_wavelength, label_attrs, wavelength_attrs
 from .base import SynthesisSkipped, Synthesizer
 
@@ -79,12 +79,7 @@ class _SynthRegion:
 
 
 def _write_reasons(path: Path, region: int, reasons: Mapping[str, str]) -> None:
-    folder = path / _store.RECORD_GROUP / MODELS_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{region:08d}.json"
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dict(reasons)))
-    os.replace(tmp, target)
+    atomic_write_text(path / _store.RECORD_GROUP / MODELS_FOLDER / f"{region:08d}.json", json.dumps(dict(reasons)))
 
 
 def model_failures(path) -> dict[int, str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ConfigError
+from ..files import atomic_write_text
 
 #: The default line list inside the Turbospectrum home built by `make turbospectrum`.
 GES_LINELIST = "linelists/nlte_ges_linelist_jmg17feb2022_I_II"
@@ -133,7 +134,5 @@ def trimmed(path, lo: float, hi: float, cache_dir=None) -> str:
             out.append(comment)
             out.extend(keep)
         i += 2 + count
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text("\n".join(out) + "\n")
-    os.replace(tmp, target)
+    atomic_write_text(target, "\n".join(out) + "\n")
     return str(target)

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import xarray as xr
 
 import gridkit
 from gridkit.cli import main

@@ -2,7 +2,6 @@
 dimension, bit-identical per (model, S/N, seed) whatever the chunking, order or subset, clear errors."""
 import numpy as np
 import pytest
-import xarray as xr
 from hypothesis import given, settings, strategies as st
 
 import gridkit

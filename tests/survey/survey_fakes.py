@@ -46,7 +46,7 @@ class FakePosterior:
         keys = np.arange(flux.shape[0]) if keys is None else np.asarray(keys)
         time.sleep(self.delay * flux.shape[0])
         depth = 1.0 - flux.mean(axis=1)
-        data, quants = {}, {}
+        data = {}
         for i, name in enumerate(LABELS):
             draws = np.stack([rng_for(seed, int(k), i).normal(size=n) for k in keys])  # per-star draws
             centre = {"teff": 5000 + 2000 * depth, "logg": 3 + depth, "feh": -1 + depth}[name]
