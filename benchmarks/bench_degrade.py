@@ -58,7 +58,7 @@ def make_input(path: Path, n: int, seed: int = 0) -> None:
 
 # ------------------------------------------------------------------------------------------- the two methods
 def run_ours(src: str, out: str, snr) -> dict:
-    from gridkit.degrade import degrade_store
+    from gridkit.degradation import degrade_store
 
     t0 = time.perf_counter()
     degrade_store(src, out, "4most-hr", "green,red", list(snr), seed=0, region_size=REGION, progress=False)

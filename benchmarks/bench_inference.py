@@ -56,10 +56,8 @@ def _ours(post, flux, snr, n, seed, keys):
     for the MAP (its quantiles add a few ms), i.e. the same job as `reference_summarize`."""
     from cinn.posterior import map_index
 
-    values, s, k, _ = post._inputs(flux, snr, keys)
-    y, lq = post._sample_flow(values, s, k, n, seed)
-    phys = post.label_transform.inverse(y)
-    idx = map_index(lq, post._inside(phys))
+    phys, lq = post.sample(flux, snr, n=n, seed=seed, keys=keys, return_log_q=True)
+    idx = map_index(lq, post.in_bounds(phys))
     return phys[np.arange(phys.shape[0]), idx], idx
 
 

@@ -35,7 +35,7 @@ TINY = dict(n_blocks=2, subnet_width=32, subnet_layers=3, feature_layers=[64], n
 def _setup(root: Path, n: int) -> tuple[Path, Path]:
     import cinn
     from cinn.survey import mock_survey
-    from gridkit.degrade import add_noise
+    from gridkit.degradation import add_noise
     from gridkit.grid import open_grid, write_grid
     from gridkit.synth import AnalyticSynthesizer, sample_labels, synthesize
 

@@ -6,7 +6,7 @@ interpolation. Default: a 50 A window (6680-6730 A, Li 6708, Ca I 6717) at 0.01 
 `--production`: the shared grid's configuration (green + red arms at 0.02 A, ~15 s per model and core).
 Run from the repository root:
 
-    GRIDKIT_TURBOSPECTRUM=$PWD/.cache/turbospectrum .venv/bin/python -m benchmarks.bench_turbospectrum [N] [--production]
+    .venv/bin/python -m benchmarks.bench_turbospectrum [N] [--production]
 
 Needs `make turbospectrum` (prints "skipped" without it). CPU only (no GPU is involved).
 """

@@ -11,7 +11,7 @@
 The synthesis costs minutes of one core; its flux is cached in .cache/turbospectrum-sun-green.npz (keyed by the
 configuration), so replotting is instant. Run from the repository root:
 
-    GRIDKIT_TURBOSPECTRUM=$PWD/.cache/turbospectrum nice -n 10 .venv/bin/python -m benchmarks.solar_uves_check
+    nice -n 10 .venv/bin/python -m benchmarks.solar_uves_check
 
 Returns (from `check()`) the rms and the per-pixel arrays; `tests/synth/test_turbospectrum.py` runs it as a slow test.
 """

@@ -8,7 +8,8 @@
     calibrated = catalogs.calibrate(cat, "my-calibration")    # Eq. B.1 as new columns <label>_cal
 
 The data model and the flat column names (`teff_p02_5`, `teff_p16`, ...) are in `catalogs.schema`; the
-query grammar in `catalogs.query`; formats in `catalogs.export`; calibrations in `catalogs.calibrate`.
+query grammar in `catalogs.query`; formats in `catalogs.export`; calibrations in `catalogs.calibrate`, and
+their fit against reference stars (Eq. B.1) in `catalogs.bias`.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from gridkit import store as _store
 from gridkit.errors import GridError
 
 from . import query as _query
-from .calibrate import Calibration, fit_bias, load_calibration, save_calibration
+from .bias import fit_bias
+from .calibrate import Calibration, load_calibration, save_calibration
 from .calibrate import apply as calibrate
 from .export import export as _export
 from .export import read_table, to_table, write_table

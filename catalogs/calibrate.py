@@ -10,9 +10,9 @@ calibration is a JSON file:
 
 `a` is in units of the label per K and `b` in units of the label. A calibration is found by path, or by
 name in the directories of $GRIDKIT_CALIBRATIONS (os.pathsep-separated) and then
-`~/.config/gridkit/calibrations/<name>.json`. `fit_bias` fits (a, b) against reference labels and
-`save_calibration` stores the result. No coefficients are built in: they come from an evaluation
-against reference stars and are stored by whoever fits them.
+`~/.config/gridkit/calibrations/<name>.json`. `save_calibration` stores one. No coefficients are built in:
+they are fitted against reference stars (catalogs.bias: `fit_bias`, `fit_bias_calibration`) and stored by
+whoever fits them.
 
 Applied to a catalog, a calibration adds `<label>_cal` (MAP) and `<label>_cal_quantiles` (every quantile
 shifted by the same per-star offset) and records its name and coefficients in the attrs of the new
@@ -37,6 +37,13 @@ from .schema import QUANTILE_SUFFIX, label_names
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def check_calibration_name(name) -> str:
+    """`name` where it can name a calibration file (letters, digits, '_', '-', '.'; a letter or digit first)."""
+    if name is None or not _NAME.match(str(name)):
+        raise ConfigError(f"calibration name must be letters, digits, '_', '-', '.', got {name!r}")
+    return str(name)
+
+
 @dataclass(frozen=True)
 class Calibration:
     name: str
@@ -47,8 +54,7 @@ class Calibration:
     extra: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
-        if not _NAME.match(str(self.name)):
-            raise ConfigError(f"calibration name must be letters, digits, '_', '-', '.', got {self.name!r}")
+        check_calibration_name(self.name)
         if not self.coefficients:
             raise ConfigError(f"calibration {self.name!r} has no coefficients")
         for label, ab in self.coefficients.items():
@@ -132,25 +138,6 @@ def apply(cat: xr.Dataset, calibration) -> xr.Dataset:
     done = json.loads(cat.attrs.get("calibrations", "[]"))
     out.attrs["calibrations"] = json.dumps(done + [cal.to_dict()])
     return out
-
-
-def fit_bias(catalog_values, reference_values, teff) -> dict:
-    """Least-squares (a, b) of Eq. B.1: catalog - reference ~= a * teff + b, over stars where all are finite.
-
-    Returns {"a", "b", "n", "rms_before", "rms_after"} (rms of the residual before/after correction)."""
-    x = np.asarray(catalog_values, dtype=float)
-    r = np.asarray(reference_values, dtype=float)
-    t = np.asarray(teff, dtype=float)
-    if not (x.shape == r.shape == t.shape) or x.ndim != 1:
-        raise GridError(f"catalog_values, reference_values and teff must be 1-D of equal length, got shapes {x.shape}, {r.shape}, {t.shape}")
-    ok = np.isfinite(x) & np.isfinite(r) & np.isfinite(t)
-    if ok.sum() < 2 or np.ptp(t[ok]) == 0:
-        raise GridError(f"fit_bias needs at least 2 finite stars with different teff, got {int(ok.sum())}")
-    d = x[ok] - r[ok]
-    design = np.stack([t[ok], np.ones(ok.sum())], axis=1)
-    (a, b), *_ = np.linalg.lstsq(design, d, rcond=None)
-    after = d - (a * t[ok] + b)
-    return {"a": float(a), "b": float(b), "n": int(ok.sum()), "rms_before": float(np.sqrt(np.mean(d**2))), "rms_after": float(np.sqrt(np.mean(after**2)))}
 
 
 def write_in_place(path, calibrated: xr.Dataset, new_vars, *, overwrite: bool = False) -> None:

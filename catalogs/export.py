@@ -20,25 +20,15 @@ from typing import Iterable
 import numpy as np
 import xarray as xr
 
-from gridkit.errors import ConfigError, StoreError
+from gridkit.errors import StoreError
+from gridkit.io.formats import TABLE_FORMATS, format_of
 
 from .schema import as_str, select_columns
 
-FORMATS = {
-    ".fits": "fits", ".fit": "fits", ".fits.gz": "fits",
-    ".parquet": "parquet",
-    ".vot": "votable", ".votable": "votable", ".xml": "votable",
-    ".csv": "csv", ".ecsv": "csv",
-}
-
-
 def format_for(path) -> str:
-    """The export format of a file name (ConfigError naming the suffix when unknown)."""
-    name = str(path).lower()
-    for suffix in sorted(FORMATS, key=len, reverse=True):
-        if name.endswith(suffix):
-            return FORMATS[suffix]
-    raise ConfigError(f"cannot tell the export format of {str(path)!r}; use one of {', '.join(FORMATS)}")
+    """The astropy format of an export file name (`gridkit.io.formats.TABLE_FORMATS`); ConfigError naming the
+    suffix when unknown."""
+    return format_of(path, TABLE_FORMATS, "export")
 
 
 def _unit(text):
@@ -124,7 +114,7 @@ def read_table(path):
     fmt = format_for(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if fmt == "csv":
+        if fmt in ("ascii.csv", "ascii.ecsv"):
             return Table.read(path, format="ascii.ecsv")
         if fmt == "votable":
             return _fix_units(Table.read(path, format="votable"))

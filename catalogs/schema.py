@@ -22,6 +22,7 @@ import numpy as np
 import xarray as xr
 
 from gridkit.errors import GridError
+from gridkit.schema import as_text
 
 STAR, QUANTILE = "star", "quantile"
 QUANTILES: tuple[float, ...] = (0.025, 0.16, 0.5, 0.84, 0.975)
@@ -144,8 +145,5 @@ def select_columns(cat: xr.Dataset, columns: Iterable[str] | None) -> dict[str, 
 
 
 def as_str(values) -> np.ndarray:
-    """Strings as a fixed-width numpy unicode array (Zarr v3 hands back numpy's variable-width StringDType)."""
-    arr = np.asarray(values)
-    if arr.dtype.kind == "T":
-        arr = arr.astype(object)
-    return arr.astype(str)
+    """Strings as a fixed-width numpy unicode array (what astropy tables and xarray indexes take)."""
+    return as_text(values).astype(str)

@@ -26,6 +26,8 @@ import torch
 
 from gridkit.errors import ConfigError, GridError, StoreError
 from gridkit.files import atomic_write_text
+from gridkit.kernels import noise
+from gridkit.schema import decode_packed
 from gridkit.store import rng_for
 
 SPLITS = ("train", "test", "validation")
@@ -210,24 +212,12 @@ class CubeStream(torch.utils.data.IterableDataset):
             import zarr
 
             self._array = zarr.open_group(self.path, mode="r", zarr_format=3)["flux"]
-            attrs = dict(self._array.attrs)
-            # CF packing (e.g. uint16 with scale_factor, as in the base-grid schema): decode like xarray would
-            self._scale = float(attrs["scale_factor"]) if "scale_factor" in attrs else None
-            self._offset = float(attrs.get("add_offset", 0.0))
-            fill = attrs.get("_FillValue")
-            self._fill = fill if isinstance(fill, (int, float)) and not isinstance(fill, bool) else None
+            self._attrs = dict(self._array.attrs)
         return self._array
 
     def _read(self, key) -> np.ndarray:
-        """flux[key] as float32, CF-decoded (scale_factor/add_offset; integer fill values -> NaN)."""
-        arr = self._flux_array()
-        raw = np.asarray(arr[key])
-        if self._scale is None and raw.dtype.kind == "f":
-            return raw.astype(np.float32, copy=False)
-        out = raw.astype(np.float32) * np.float32(1.0 if self._scale is None else self._scale) + np.float32(self._offset)
-        if self._fill is not None and raw.dtype.kind in "iu":
-            out[raw == self._fill] = np.nan
-        return out
+        """flux[key] as float32, decoded from its CF packing (gridkit.schema.decode_packed)."""
+        return decode_packed(np.asarray(self._flux_array()[key]), self._attrs)
 
     def samples_per_chunk_pass(self) -> int:
         per_model = (self.snr.size if self.mode == "stored" else self.copies)
@@ -250,9 +240,8 @@ class CubeStream(torch.utils.data.IterableDataset):
             flux0 = np.repeat(block, self.copies, axis=0)
             a, b = np.log(self.snr_range[0]), np.log(self.snr_range[1])
             snr = np.exp(rng.uniform(a, b, size=flux0.shape[0]))
-            snr_pix = (snr[:, None] * np.sqrt(self.pixel_width)[None, :]).astype(np.float32)
-            draws = rng.standard_normal(flux0.shape, dtype=np.float32)
-            flux = flux0 + draws * np.abs(flux0) / snr_pix  # gridkit.kernels.noise.apply_noise, in float32
+            snr_pix = noise.snr_per_pixel(snr, self.pixel_width, noise.PER_ANGSTROM).astype(np.float32)
+            flux = noise.apply_noise(flux0, snr_pix, rng.standard_normal(flux0.shape, dtype=np.float32))  # float32 throughout
             targets = np.repeat(self.targets[lo + keep], self.copies, axis=0)
         fstd = (flux - self.flux_mean) / self.flux_std
         sfeat = ((np.log10(snr) - self.logsnr_mean) / self.logsnr_std).astype(np.float32)

@@ -12,7 +12,9 @@ n = 4096 samples already make large matrices, so batching spectra gains nothing 
 
 MAP rule (the published one, the default): among the n samples inside the training bounds, the one of
 highest posterior density under the flow, log q(x|y) = log N(z) - log|det dx/dz|, computed by the reverse
-pass itself (the flow's log-determinant) in the flow's (standardized, log10 Teff/vbroad) space.
+pass itself (the flow's log-determinant) in the flow's (standardized, log10 Teff/vbroad) space. It lives in
+`map_index` and is applied by `Posterior.map_estimate`, which `summarize` and the evaluation share:
+`post.map_estimate(*post.sample(flux, snr, return_log_q=True))` is the MAP of `summarize` from the same draws.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import xarray as xr
 
 from catalogs.schema import QUANTILES  # the quantile columns summarize writes and catalogs hold
 from gridkit.errors import ExtrapolationWarning, GridError
-from gridkit.schema import STAR, WAVELENGTH, label_attrs
+from gridkit.schema import STAR, WAVELENGTH, check_same_wavelength, label_attrs
 from gridkit.store import rng_for
 
 from . import checkpoint as ck
@@ -90,7 +92,7 @@ class Posterior:
             flux = flux.transpose(..., WAVELENGTH)
             dim = str(flux.dims[0])
             if WAVELENGTH in flux.coords:
-                self._check_wavelength(np.asarray(flux[WAVELENGTH].values, dtype=np.float64))
+                check_same_wavelength(flux[WAVELENGTH].values, self.wavelength, what="the spectra", of="the model")
             values = np.asarray(flux.values, dtype=np.float32)
         else:
             values = np.asarray(flux, dtype=np.float32)
@@ -122,12 +124,6 @@ class Posterior:
         if k.shape != (values.shape[0],):
             raise GridError(f"keys must have one integer per spectrum ({values.shape[0]}), got shape {k.shape}")
         return values, s, k.astype(np.int64), dim
-
-    def _check_wavelength(self, wl: np.ndarray) -> None:
-        if wl.shape != self.wavelength.shape or not np.allclose(wl, self.wavelength, rtol=1e-9, atol=1e-6):
-            raise GridError(f"the spectra's wavelength grid ({wl.size} pixels, {wl[0]:.3f}-{wl[-1]:.3f} A) differs from the model's "
-                            f"({self.wavelength.size} pixels, {self.wavelength[0]:.3f}-{self.wavelength[-1]:.3f} A); "
-                            "resample with `gridkit fourmostify` (gridkit.fourmostify) first")
 
     # -- core ------------------------------------------------------------------------------------
     def _bytes_per_sample(self) -> int:
@@ -201,17 +197,43 @@ class Posterior:
                 lq[lo:hi, a:b] = logq[:m].cpu().numpy()
         return ys, lq
 
-    def _inside(self, phys: np.ndarray) -> np.ndarray:
-        """Samples inside the training label bounds (..., n) bool."""
-        return np.all((phys >= self.bounds[:, 0]) & (phys <= self.bounds[:, 1]), axis=-1)
-
     # -- public ----------------------------------------------------------------------------------
-    def sample(self, flux, snr, n: int = 4096, seed: int = 0, keys=None) -> np.ndarray:
-        """Posterior samples (n_spec, n, n_labels) in physical units (float64)."""
+    def check_inputs(self, flux, snr) -> tuple[np.ndarray, np.ndarray]:
+        """The checks every method runs on its inputs, for code that feeds the network itself (e.g. saliency).
+
+        flux: (n_spec, n_wave) array or DataArray (star|model, wavelength) on the model's grid; snr: per Angstrom,
+        one per spectrum or a scalar. Returns (flux (n_spec, n_wave) float32, snr (n_spec,) float64); raises
+        GridError for a wrong grid, NaN/inf flux or S/N <= 0, warns (ExtrapolationWarning) for S/N outside
+        `snr_range` where `warn_extrapolation`."""
+        values, s, _, _ = self._inputs(flux, snr)
+        return values, s
+
+    def in_bounds(self, samples: np.ndarray) -> np.ndarray:
+        """Which samples (..., n, n_labels) in physical units lie inside the training label bounds: bool (..., n)."""
+        return np.all((samples >= self.bounds[:, 0]) & (samples <= self.bounds[:, 1]), axis=-1)
+
+
+    def map_estimate(self, samples: np.ndarray, log_q: np.ndarray) -> np.ndarray:
+        """The published MAP rule on draws from `sample(..., return_log_q=True)`: per spectrum, the sample of
+        highest flow density `log_q` among those inside the training bounds (`map_index`); NaN where none is
+        inside. samples (S, n, n_labels) physical, log_q (S, n). Returns (S, n_labels)."""
+        best = map_index(log_q, self.in_bounds(samples))
+        maps = samples[np.arange(samples.shape[0]), np.maximum(best, 0)]
+        maps[best < 0] = np.nan
+        return maps
+
+    def sample(self, flux, snr, n: int = 4096, seed: int = 0, keys=None, *, return_log_q: bool = False):
+        """Posterior samples (n_spec, n, n_labels) in physical units (float64).
+
+        With `return_log_q`, (samples, log_q): also the flow density of each sample, (n_spec, n) float32,
+        log q = log N(z) - log|det dy/dz| in the flow's own (standardized, log10 Teff/vbroad) space, which the
+        MAP rule ranks (`map_estimate`); the density in physical units is `log_prob` = log_q +
+        `label_transform.log_abs_det_forward`. Spectrum j's draws depend on (seed, keys[j]) only."""
         values, s, k, _ = self._inputs(flux, snr, keys)
         n = _check_n(n)
-        y, _ = self._sample_flow(values, s, k, n, seed)
-        return self.label_transform.inverse(y)
+        y, log_q = self._sample_flow(values, s, k, n, seed)
+        samples = self.label_transform.inverse(y)
+        return (samples, log_q) if return_log_q else samples
 
     @torch.inference_mode()
     def log_prob(self, labels, flux, snr) -> np.ndarray:
@@ -248,13 +270,10 @@ class Posterior:
             hi = min(S, lo + per)
             y, lq = self._sample_flow(values[lo:hi], s[lo:hi], k[lo:hi], n, seed)
             phys = self.label_transform.inverse(y)  # (b, n, d)
-            inside = self._inside(phys)
+            inside = self.in_bounds(phys)
             f_reject[lo:hi] = 1.0 - inside.mean(axis=1)
-            best = map_index(lq, inside)
-            for j in range(hi - lo):
-                if best[j] < 0:
-                    continue
-                maps[lo + j] = phys[j, best[j]]
+            maps[lo:hi] = self.map_estimate(phys, lq)
+            for j in np.flatnonzero(inside.any(axis=1)):
                 quants[lo + j] = np.quantile(phys[j][inside[j]], QUANTILES, axis=0).T
         return self._dataset(maps, quants, f_reject, dim, flux)
 
@@ -333,7 +352,7 @@ def reference_summarize(post: Posterior, flux, snr, n: int = 4096, seed: int = 0
             lq = (log_normal(z) - logdet).cpu().numpy()
             phys = post.label_transform.inverse(y.cpu().numpy())
             lqs[j] = lq
-            idx[j] = map_index(lq[None], post._inside(phys)[None])[0]
+            idx[j] = map_index(lq[None], post.in_bounds(phys)[None])[0]
             if idx[j] >= 0:
                 maps[j] = phys[idx[j]]
     return (maps, lqs, idx) if return_index else (maps, lqs)

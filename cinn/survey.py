@@ -17,8 +17,6 @@ tasks ask for `GPU=1` and the model runs on CUDA; otherwise on CPU.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import os
 import shlex
 import sys
 import threading
@@ -32,7 +30,7 @@ import xarray as xr
 from catalogs.schema import QUANTILES
 from gridkit import store as _store
 from gridkit.errors import ConfigError, ExtrapolationWarning, GridError, StoreError
-from gridkit.schema import STAR, WAVELENGTH, label_attrs
+from gridkit.schema import STAR, WAVELENGTH, as_text, check_same_wavelength, label_attrs
 
 DEFAULT_CHUNK = 1024
 OUTPUT_DTYPE = np.float32
@@ -168,26 +166,10 @@ def open_survey(path) -> xr.Dataset:
 
     path = Path(path)
     ds = _store.open_complete(path, "survey_path")
-    if "flux" in ds and "star_id" in ds:
-        # Zarr v3 hands strings back as numpy's StringDType, which validate_grid cannot cast: validate fixed-width text
-        ids = _as_object_str(ds["star_id"].values).astype(str)
-        checked = validate_grid(ds.assign(star_id=(ds["star_id"].dims, ids)), kind="survey")
-    else:
-        checked = validate_grid(ds, kind="survey")
+    checked = validate_grid(ds, kind="survey")
     if checked["snr"].dims != (STAR,) or checked["star_id"].dims != (STAR,):
         raise GridError(f"survey {path}: snr and star_id must be 1-D along 'star', got {ds['snr'].dims} and {ds['star_id'].dims}")
     return ds
-
-
-def _check_wavelength(survey: xr.Dataset, post, survey_path, model_dir) -> None:
-    wl = np.asarray(survey[WAVELENGTH].values, dtype=np.float64)
-    mw = np.asarray(post.wavelength, dtype=np.float64)
-    if wl.shape != mw.shape or not np.allclose(wl, mw, rtol=1e-9, atol=1e-6):
-        raise GridError(
-            f"survey {survey_path} is not on the wavelength grid of model_dir {model_dir}: survey has {wl.size} pixels "
-            f"{wl[0]:.3f}-{wl[-1]:.3f} A, the model {mw.size} pixels {mw[0]:.3f}-{mw[-1]:.3f} A; "
-            "put the spectra on the model's grid with `gridkit fourmostify` first"
-        )
 
 
 def _passthrough(survey: xr.Dataset, reserved: set[str]) -> dict[str, xr.Variable]:
@@ -200,7 +182,7 @@ def _passthrough(survey: xr.Dataset, reserved: set[str]) -> dict[str, xr.Variabl
             raise GridError(f"survey column {name!r} has the name of a catalog output; rename it in the survey")
         values = var.values
         if values.dtype.kind in "OUST" or str(values.dtype).startswith("StringDType"):
-            values = _as_object_str(values)
+            values = as_text(values)
         attrs = dict(var.attrs)
         attrs.setdefault("long_name", _DEFAULT_LONG.get(name, name))
         attrs.setdefault("units", _DEFAULT_UNITS.get(name, "1"))
@@ -211,27 +193,6 @@ def _passthrough(survey: xr.Dataset, reserved: set[str]) -> dict[str, xr.Variabl
 _DEFAULT_LONG = {"star_id": "star identifier (from the survey)", "snr": "signal-to-noise ratio per Angstrom of the input spectrum",
                  "ra": "right ascension", "dec": "declination"}
 _DEFAULT_UNITS = {"ra": "deg", "dec": "deg"}
-
-
-def _as_object_str(values) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.dtype.kind == "T":
-        arr = arr.astype(object)
-    return np.array([str(x) for x in arr.tolist()], dtype=object)
-
-
-def survey_identity(survey: xr.Dataset, survey_path) -> dict:
-    """What identifies a survey for the fingerprint: its stars, S/N, wavelengths (and its own store record)."""
-    h = hashlib.sha256()
-    for part in (_as_object_str(survey["star_id"].values).tolist(), np.asarray(survey["snr"].values, dtype=np.float64).tobytes(),
-                 np.asarray(survey[WAVELENGTH].values, dtype=np.float64).tobytes()):
-        h.update(part if isinstance(part, bytes) else "\x00".join(part).encode())
-    ident = {"n_star": int(survey.sizes[STAR]), "content": h.hexdigest()}
-    try:
-        ident["store_fingerprint"] = _store.open_region_store(survey_path).fingerprint
-    except StoreError:
-        pass
-    return ident
 
 
 def _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, command) -> xr.Dataset:
@@ -366,7 +327,7 @@ def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrit
     survey = open_survey(survey_path)
     post = (loader or default_loader)(model_dir)
     model_id, labels = str(post.model_id), tuple(post.label_names)
-    _check_wavelength(survey, post, survey_path, model_dir)
+    check_same_wavelength(survey[WAVELENGTH].values, post.wavelength, what=f"survey {survey_path}", of=f"model_dir {model_dir}")
     from .posterior import snr_outside_training
 
     message = snr_outside_training(np.asarray(survey["snr"].values, dtype=np.float64), getattr(post, "snr_range", None))
@@ -383,7 +344,7 @@ def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrit
     chunk = min(chunk, n)
     if out.exists() and not overwrite:
         _refuse_other_model(out, post, model_dir)
-    fp = _store.fingerprint("infer", str(post.model_id), list(post.label_names), survey_identity(survey, survey_path), samples, seed, chunk,
+    fp = _store.fingerprint("infer", str(post.model_id), list(post.label_names), _store.store_identity(survey_path), samples, seed, chunk,
                             *(() if missing == "flag" else (missing,)))
     template = _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, command)
     store, resumed = _store.create(out, template, dim=STAR, region_size=chunk, fingerprint=fp, overwrite=overwrite)
@@ -436,9 +397,8 @@ def mock_survey(
     given, else `models` (ids) when given, else every model. Keeps the true labels as `true_<label>` and the
     grid's model id as `model`; star_id is `<id_prefix><model id>`.
     """
-    from gridkit.degrade import add_noise
     from gridkit.grid import open_grid
-    from gridkit.schema import SNR, label_names
+    from gridkit.schema import label_names
 
     cube_path, out = Path(cube_path), Path(out)
     if not (isinstance(snr, (int, float, np.number)) and np.isfinite(snr) and snr > 0):
@@ -450,33 +410,9 @@ def mock_survey(
     labels = label_names(ds, "model")
     if not labels:
         raise GridError(f"cube_path {cube_path} has no label variables to keep as true labels")
-    ids = np.asarray(ds["model"].values)
-    if model_dir is not None:
-        if split not in ("train", "test", "validation"):
-            raise ConfigError(f"split must be 'train', 'test' or 'validation', got {split!r}")
-        import cinn
-
-        wanted = np.asarray(cinn.read_split(model_dir)[split])
-    elif models is not None:
-        wanted = np.asarray(list(models))
-    else:
-        wanted = ids
-    missing = np.setdiff1d(wanted, ids)
-    if missing.size:
-        raise GridError(f"{missing.size} model id(s) of the selection are not in {cube_path}, e.g. {missing[:5].tolist()}")
-    if wanted.size == 0:
-        raise GridError("the selection of models is empty")
+    wanted = _selected_models(np.asarray(ds["model"].values), cube_path, split, model_dir, models)
     ds = ds.sel(model=wanted)
-    if SNR in ds.flux.dims:
-        have = np.asarray(ds[SNR].values, dtype=float)
-        hit = np.flatnonzero(np.isclose(have, float(snr), rtol=1e-6))
-        if not hit.size:
-            raise GridError(f"snr={snr:g} is not an S/N of cube {cube_path}; it has {', '.join(f'{s:g}' for s in have)}")
-        flux = ds.flux.isel({SNR: int(hit[0])}, drop=True)
-        noise = f"the cube's own noise at S/N {snr:g}"
-    else:
-        flux = add_noise(ds, snr=[float(snr)], seed=seed).flux.isel({SNR: 0}, drop=True)
-        noise = f"Gaussian noise at S/N {snr:g} per Angstrom added (seed {seed})"
+    flux, noise = _spectra_at(ds, float(snr), seed, cube_path)
     n = wanted.size
     flux = flux.rename({"model": STAR}).drop_vars(STAR, errors="ignore")
     survey = xr.Dataset(
@@ -494,16 +430,44 @@ def mock_survey(
     region = max(1, min(n, chunk or DEFAULT_CHUNK))
     survey["flux"] = survey["flux"].chunk({STAR: region, WAVELENGTH: -1})
     _store.write_dataset(survey, out, dim=STAR, region_size=region, overwrite=overwrite, client=client, progress=progress, desc="mock-survey",
-                         fingerprint_parts=("mock_survey", _store.fingerprint(str(cube_path.resolve()), _cube_identity(cube_path)),
+                         fingerprint_parts=("mock_survey", _store.store_identity(cube_path),
                                             float(snr), split, str(model_dir or ""), _store.fingerprint(wanted.tolist()), seed, id_prefix))
     return out
 
 
-def _cube_identity(path) -> str:
-    try:
-        return _store.open_region_store(path).fingerprint
-    except StoreError:
-        return str(os.path.getmtime(path))
+def _selected_models(ids: np.ndarray, cube_path, split, model_dir, models) -> np.ndarray:
+    """The model ids of a mock survey: `model_dir`'s recorded `split`, else `models`, else all `ids`."""
+    if model_dir is not None:
+        if split not in ("train", "test", "validation"):
+            raise ConfigError(f"split must be 'train', 'test' or 'validation', got {split!r}")
+        import cinn
+
+        wanted = np.asarray(cinn.read_split(model_dir)[split])
+    elif models is not None:
+        wanted = np.asarray(list(models))
+    else:
+        wanted = ids
+    missing = np.setdiff1d(wanted, ids)
+    if missing.size:
+        raise GridError(f"{missing.size} model id(s) of the selection are not in {cube_path}, e.g. {missing[:5].tolist()}")
+    if wanted.size == 0:
+        raise GridError("the selection of models is empty")
+    return wanted
+
+
+def _spectra_at(ds: xr.Dataset, snr: float, seed: int, cube_path) -> tuple[xr.DataArray, str]:
+    """flux(model, wavelength) at S/N `snr`: the cube's own copy, or noise added to a noiseless grid; and a note."""
+    from gridkit.degradation import add_noise
+    from gridkit.schema import SNR
+
+    if SNR in ds.flux.dims:
+        have = np.asarray(ds[SNR].values, dtype=float)
+        hit = np.flatnonzero(np.isclose(have, snr, rtol=1e-6))
+        if not hit.size:
+            raise GridError(f"snr={snr:g} is not an S/N of cube {cube_path}; it has {', '.join(f'{s:g}' for s in have)}")
+        return ds.flux.isel({SNR: int(hit[0])}, drop=True), f"the cube's own noise at S/N {snr:g}"
+    flux = add_noise(ds, snr=[snr], seed=seed).flux.isel({SNR: 0}, drop=True)
+    return flux, f"Gaussian noise at S/N {snr:g} per Angstrom added (seed {seed})"
 
 
 __all__ = ["infer", "mock_survey", "open_survey", "InferChunk", "cached_posterior", "gpu_resources", "QUANTILES"]

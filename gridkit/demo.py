@@ -121,14 +121,7 @@ def run_demo(out="demo-output", config: DemoConfig | None = None, *, scheduler: 
              progress: bool = True, log=None) -> dict:
     """Run the whole chain into the folder `out`; returns a summary (paths, timings, figures of merit), also
     written to `out/summary.json`. An existing `out` is resumed (overwrite=True starts afresh)."""
-    import catalogs
-    import cinn
-    from cinn.evaluate.report import evaluate
-    from cinn.survey import infer, mock_survey
-
     from .cluster import client_for
-    from .degrade import degrade_store, fourmostify_store
-    from .synth import AnalyticSynthesizer, sample_labels, synthesize
 
     cfg = config or DemoConfig()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -143,17 +136,36 @@ def run_demo(out="demo-output", config: DemoConfig | None = None, *, scheduler: 
     stage = _Stages(log)
     summary: dict = {"config": jsonable(dataclasses.asdict(cfg)), "paths": {k: str(v) for k, v in p.items()}}
     t_start = time.perf_counter()
-
     with client_for(None if scheduler else cfg.workers, scheduler, quiet=not progress) as client:
-        with stage("synth", f"{cfg.n_models} analytic spectra ({', '.join(cfg.arms)} arms, 0.02 A, unbroadened) -> {p['base']}"):
-            labels = sample_labels(cfg.n_models, seed=cfg.seed)
-            ranges = None if tuple(cfg.arms) == ("green", "red") else tuple(cfg.arms)
-            backend = AnalyticSynthesizer() if ranges is None else AnalyticSynthesizer(wavelength_range=ranges)
-            synthesize(labels, backend, p["base"], models_per_region=32, client=client, progress=progress)
+        _grid_stages(p, cfg, client, stage, progress)
+    summary["training"] = _train_stage(p, cfg, stage, log, progress)
+    summary["evaluation"] = _evaluate_stage(p, cfg, stage, log, progress)
+    with client_for(None if scheduler else cfg.workers, scheduler, quiet=not progress) as client:
+        summary.update(_survey_stages(p, cfg, client, stage, progress))
+    summary.update(_catalog_stage(p, cfg, out, stage))
+    summary["coverage68"] = _coverage68(p["report"])
+    summary["timings_s"] = {**{k: round(v, 1) for k, v in stage.times.items()}, "total": round(time.perf_counter() - t_start, 1)}
+    (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
+    log("\n" + results_table(summary))
+    return summary
 
-        with stage("degrade", f"4MOST HR {'+'.join(cfg.arms)}, R=20000, S/N {', '.join(f'{s:g}' for s in cfg.snr)} per A -> {p['cube']}"):
-            degrade_store(p["base"], p["cube"], "4most-hr", arms=list(cfg.arms), snr=list(cfg.snr), seed=cfg.seed, region_size=32,
-                          client=client, progress=progress)
+
+def _grid_stages(p, cfg: DemoConfig, client, stage, progress) -> None:
+    from .degradation import degrade_store
+    from .synth import AnalyticSynthesizer, sample_labels, synthesize
+
+    with stage("synth", f"{cfg.n_models} analytic spectra ({', '.join(cfg.arms)} arms, 0.02 A, unbroadened) -> {p['base']}"):
+        labels = sample_labels(cfg.n_models, seed=cfg.seed)
+        ranges = None if tuple(cfg.arms) == ("green", "red") else tuple(cfg.arms)
+        backend = AnalyticSynthesizer() if ranges is None else AnalyticSynthesizer(wavelength_range=ranges)
+        synthesize(labels, backend, p["base"], models_per_region=32, client=client, progress=progress)
+    with stage("degrade", f"4MOST HR {'+'.join(cfg.arms)}, R=20000, S/N {', '.join(f'{s:g}' for s in cfg.snr)} per A -> {p['cube']}"):
+        degrade_store(p["base"], p["cube"], "4most-hr", arms=list(cfg.arms), snr=list(cfg.snr), seed=cfg.seed, region_size=32,
+                      client=client, progress=progress)
+
+
+def _train_stage(p, cfg: DemoConfig, stage, log, progress) -> dict:
+    import cinn
 
     with stage("train", f"cINN ({cfg.network.get('n_blocks')} coupling blocks), {cfg.epochs} epochs x {cfg.batches_per_epoch} batches of {cfg.batch_size} -> {p['model']}"):
         model_cfg = {**cfg.network, "seed": cfg.seed, "device": "auto"}
@@ -166,37 +178,48 @@ def run_demo(out="demo-output", config: DemoConfig | None = None, *, scheduler: 
             cinn.train(p["cube"], p["model"], config=None if resume else model_cfg, epochs=cfg.epochs,
                        batches_per_epoch=None if resume else cfg.batches_per_epoch, batch_size=None if resume else cfg.batch_size,
                        resume=resume, progress=progress)
-        summary["training"] = _training_log(p["model"])
+        return _training_log(p["model"])
+
+
+def _evaluate_stage(p, cfg: DemoConfig, stage, log, progress) -> dict:
+    from cinn.evaluate.report import evaluate
 
     with stage("evaluate", f"test split, {cfg.eval_samples} posterior draws per spectrum -> {p['report']}"):
         done = p["report"] / "evaluation.json"
         if done.is_file() and done.stat().st_mtime > (p["model"] / "model.json").stat().st_mtime:
             log("   (already evaluated)")
-            written = json.loads(done.read_text())
-        else:
-            written = evaluate(p["model"], p["cube"], p["report"], samples=cfg.eval_samples, split="test", seed=cfg.seed,
-                               max_spectra=cfg.eval_spectra, figure_snr=max(cfg.snr), saliency=cfg.saliency, ppc=cfg.ppc,
-                               progress=progress)
-            written = {k: str(v) for k, v in written.items()}
-            done.write_text(json.dumps(written, indent=1))
-        summary["evaluation"] = written
+            return json.loads(done.read_text())
+        written = evaluate(p["model"], p["cube"], p["report"], samples=cfg.eval_samples, split="test", seed=cfg.seed,
+                           max_spectra=cfg.eval_spectra, figure_snr=max(cfg.snr), saliency=cfg.saliency, ppc=cfg.ppc,
+                           progress=progress)
+        written = {k: str(v) for k, v in written.items()}
+        done.write_text(json.dumps(written, indent=1))
+        return written
 
-    with client_for(None if scheduler else cfg.workers, scheduler, quiet=not progress) as client:
-        with stage("mock-survey", f"the test split at S/N {cfg.survey_snr:g} per A, true labels kept -> {p['survey']}"):
-            mock_survey(p["cube"], p["survey"], snr=cfg.survey_snr, split="test", model_dir=p["model"], seed=cfg.seed,
-                        progress=False)
 
-        with stage("infer", f"{cfg.infer_samples} draws per star on the Dask cluster -> {p['catalog']}"):
-            infer(p["model"], p["survey"], p["catalog"], samples=cfg.infer_samples, chunk=32, seed=cfg.seed, client=client,
-                  progress=progress, command="gridkit demo")
+def _survey_stages(p, cfg: DemoConfig, client, stage, progress) -> dict:
+    from cinn.survey import infer, mock_survey
 
-        sun = _shared_sun() if cfg.sun == "auto" else (Path(cfg.sun) if cfg.sun else None)
-        if sun is not None and "green" in cfg.arms:
-            with stage("sun", f"observed UVES Sun {sun.name}: fourmostify (R={cfg.sun_resolving_power:g}, S/N {max(cfg.snr):g}) -> infer"):
-                # degraded to the cube's highest S/N: the network knows S/N only within its training range
-                fourmostify_store([sun], p["sun_survey"], cfg.sun_resolving_power, arms=list(cfg.arms), snr=max(cfg.snr),
-                                  star_ids=["Sun-UVES"], client=None, overwrite=True, progress=False)
-                summary["sun"] = _sun(p, cfg, client, infer)
+    from .observed import fourmostify_store
+
+    found = {}
+    with stage("mock-survey", f"the test split at S/N {cfg.survey_snr:g} per A, true labels kept -> {p['survey']}"):
+        mock_survey(p["cube"], p["survey"], snr=cfg.survey_snr, split="test", model_dir=p["model"], seed=cfg.seed, progress=False)
+    with stage("infer", f"{cfg.infer_samples} draws per star on the Dask cluster -> {p['catalog']}"):
+        infer(p["model"], p["survey"], p["catalog"], samples=cfg.infer_samples, chunk=32, seed=cfg.seed, client=client,
+              progress=progress, command="gridkit demo")
+    sun = _shared_sun() if cfg.sun == "auto" else (Path(cfg.sun) if cfg.sun else None)
+    if sun is not None and "green" in cfg.arms:
+        with stage("sun", f"observed UVES Sun {sun.name}: fourmostify (R={cfg.sun_resolving_power:g}, S/N {max(cfg.snr):g}) -> infer"):
+            # degraded to the cube's highest S/N: the network knows S/N only within its training range
+            fourmostify_store([sun], p["sun_survey"], cfg.sun_resolving_power, arms=list(cfg.arms), snr=max(cfg.snr),
+                              star_ids=["Sun-UVES"], client=None, overwrite=True, progress=False)
+            found["sun"] = _sun(p, cfg, client, infer)
+    return found
+
+
+def _catalog_stage(p, cfg: DemoConfig, out: Path, stage) -> dict:
+    import catalogs
 
     with stage("catalog", f"query {cfg.query!r}, export FITS + CSV, figures"):
         cat = catalogs.open(p["catalog"])
@@ -205,16 +228,10 @@ def run_demo(out="demo-output", config: DemoConfig | None = None, *, scheduler: 
                 if c in catalogs.columns(cat)]
         catalogs.export(hits, out / "query.fits", columns=cols, overwrite=True)
         catalogs.export(cat, out / "catalog.csv", overwrite=True)
-        summary["query"] = {"expression": cfg.query, "n_stars": int(cat.sizes["star"]), "n_selected": int(hits.sizes["star"]),
-                            "fits": str(out / "query.fits"), "csv": str(out / "catalog.csv")}
-        summary["catalog"] = _catalog_accuracy(cat)
-        summary["figures"] = [str(f) for f in (_plot_spectra(p), _plot_catalog(cat, p["figures"] / "catalog_map_vs_truth.png"))]
-
-    summary["coverage68"] = _coverage68(p["report"])
-    summary["timings_s"] = {**{k: round(v, 1) for k, v in stage.times.items()}, "total": round(time.perf_counter() - t_start, 1)}
-    (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
-    log("\n" + results_table(summary))
-    return summary
+        return {"query": {"expression": cfg.query, "n_stars": int(cat.sizes["star"]), "n_selected": int(hits.sizes["star"]),
+                          "fits": str(out / "query.fits"), "csv": str(out / "catalog.csv")},
+                "catalog": _catalog_accuracy(cat),
+                "figures": [str(f) for f in (_plot_spectra(p), _plot_catalog(cat, p["figures"] / "catalog_map_vs_truth.png"))]}
 
 
 def _sun(p, cfg, client, infer) -> dict:

@@ -76,6 +76,11 @@ class Instrument:
         """Pixel centres of the selected arms, concatenated (Angstrom)."""
         return np.concatenate([a.wavelength() for a in self.select(arms)])
 
+    def ranges(self, arms: str | Iterable[str] | None = None, margin: float = 0.0) -> dict[str, tuple[float, float]]:
+        """{arm name: (wl_min - margin, wl_max + margin)} in Angstrom of the arms `select(arms)` picks, in increasing
+        wavelength: with a margin, what a synthesis must cover for the degrade step to fill the arms."""
+        return {a.name: (a.wl_min - margin, a.wl_max + margin) for a in self.select(arms)}
+
     def arm_index(self, arms: str | Iterable[str] | None = None) -> np.ndarray:
         """For each pixel of `wavelength(arms)`, the name of its arm."""
         return np.concatenate([np.full(a.n_pixels, a.name, dtype=object) for a in self.select(arms)])

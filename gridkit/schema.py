@@ -60,6 +60,18 @@ def label_names(ds: xr.Dataset, dim: str = MODEL) -> list[str]:
     return [str(k) for k, v in ds.data_vars.items() if v.dims == (dim,) and (k in _BY_NAME or v.attrs.get("role") == "label")]
 
 
+def label_variables(labels: Mapping[str, np.ndarray], dim: str = MODEL) -> dict[str, tuple]:
+    """{name: ((dim,), values, attrs)} of a grid's label variables, for `Dataset.assign`: the default labels in
+    LABEL_NAMES order, then the others by name with `role = "label"` (so that `label_names` finds them)."""
+    out = {}
+    for name in sorted(labels, key=lambda k: (LABEL_NAMES.index(k) if k in _BY_NAME else len(LABEL_NAMES), k)):
+        attrs = label_attrs(name)
+        if name not in _BY_NAME:
+            attrs["role"] = "label"
+        out[name] = ((dim,), labels[name], attrs)
+    return out
+
+
 def wavelength_attrs(medium: str = "air") -> dict:
     if medium not in ("air", "vacuum"):
         raise GridError(f"wavelength medium must be 'air' or 'vacuum', got {medium!r}")
@@ -67,6 +79,21 @@ def wavelength_attrs(medium: str = "air") -> dict:
 
 
 FLUX_ATTRS = {"units": "1", "long_name": "continuum-normalised flux"}
+
+
+def decode_packed(raw: np.ndarray, attrs: Mapping) -> np.ndarray:
+    """Values of an array read straight from Zarr as float32, decoded from its CF packing (attrs `scale_factor`,
+    `add_offset`, `_FillValue` of integer data -> NaN), as `xarray.open_zarr` decodes them: a base grid may store
+    flux as uint16 with scale 2e-5. Fast readers that bypass xarray (the training loader) decode with this."""
+    raw = np.asarray(raw)
+    scale, offset = attrs.get("scale_factor"), attrs.get("add_offset")
+    if scale is None and offset is None and raw.dtype.kind == "f":
+        return raw.astype(np.float32, copy=False)
+    out = raw.astype(np.float32) * np.float32(1.0 if scale is None else scale) + np.float32(0.0 if offset is None else offset)
+    fill = attrs.get("_FillValue")
+    if raw.dtype.kind in "iu" and isinstance(fill, (int, float)) and not isinstance(fill, bool):
+        out[raw == fill] = np.nan
+    return out
 
 
 #: the smallest pixel step, relative to its wavelength: float64 resolves ~1e-16, and pixel edges and overlaps
@@ -95,6 +122,15 @@ def check_wavelength(wavelength: np.ndarray, name: str = "wavelength") -> np.nda
         raise GridError(f"{name} has a step of {steps[i]:.3g} A at index {i + 1} ({wl[i + 1]:.6f} A), below {MIN_RELATIVE_STEP:g} of the "
                         "wavelength: pixels that narrow cannot be resolved in float64 (duplicated or degenerate wavelengths?)")
     return wl
+
+
+def as_text(values) -> np.ndarray:
+    """Text values (ids, names) as an object array of Python str, whatever numpy type they come in: fixed-width
+    unicode, bytes, objects, or numpy's variable-width StringDType that Zarr v3 hands back."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "T":
+        arr = arr.astype(object)
+    return np.array([x.decode() if isinstance(x, bytes) else str(x) for x in arr.ravel().tolist()], dtype=object).reshape(arr.shape)
 
 
 def describe_wavelength(wavelength: np.ndarray) -> str:
@@ -199,7 +235,7 @@ def validate_grid(ds: xr.Dataset, *, kind: str = "base", required_labels: Iterab
         snr = np.asarray(ds["snr"].values, dtype=float)
         if not np.all(np.isfinite(snr)) or np.any(snr <= 0):
             raise GridError("survey snr must be finite and > 0 for every star")
-        ids = np.array([str(x) for x in np.asarray(ds["star_id"].values).ravel()])  # also numpy StringDType (zarr v3 strings)
+        ids = as_text(ds["star_id"].values).ravel().astype(str)
         uniq, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
             raise GridError(f"star_id must be unique; duplicated: {', '.join(uniq[counts > 1][:5])}")

@@ -310,21 +310,24 @@ def write_dataset(
     return store
 
 
-def store_identity(path, ds: xr.Dataset | None = None) -> dict:
-    """What identifies an input store in a fingerprint, however its path is spelt: the fingerprint of the job
-    that wrote it (a gridkit store), else the modification time of its metadata; plus sizes and attrs.
-    (The dask names of a lazily opened store depend on the path's spelling: `a.zarr` vs `./a.zarr`.)"""
+def store_identity(path) -> dict:
+    """What identifies an input store in a job's fingerprint, however its path is spelt: the fingerprint of the job
+    that wrote it (a gridkit store), else a digest of its metadata (every zarr.json) and of the names, sizes and
+    modification times of its files. (The dask names of a lazily opened store depend on the path's spelling.)"""
+    import hashlib
+
     path = Path(path).resolve()
-    ident: dict = {"path": str(path)}
     try:
-        ident["fingerprint"] = open_region_store(path).fingerprint
+        return {"fingerprint": open_region_store(path).fingerprint}
     except StoreError:
-        meta = path / "zarr.json"
-        ident["mtime_ns"] = meta.stat().st_mtime_ns if meta.exists() else None
-    if ds is not None:
-        ident["sizes"] = {str(k): int(v) for k, v in ds.sizes.items()}
-        ident["attrs"] = {str(k): str(v) for k, v in ds.attrs.items()}
-    return ident
+        pass
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        st = f.stat()
+        h.update(f"{f.relative_to(path) if f != path else f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        if f.name == "zarr.json":
+            h.update(f.read_bytes())
+    return {"metadata": h.hexdigest()}
 
 
 def _describe(ds: xr.Dataset) -> dict:

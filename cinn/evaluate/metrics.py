@@ -172,13 +172,6 @@ def coverage(samples, truth, levels: Sequence[float] = COVERAGE_LEVELS) -> np.nd
     return np.asarray(out, dtype=float)
 
 
-def coverage_from_quantiles(lower, upper, truth) -> np.ndarray:
-    """Fraction of truths inside [lower, upper] over stars (axis 0): the coverage of a given interval."""
-    lo, hi = _pair(lower, upper, "lower")
-    _, t = _pair(lower, truth, "lower")
-    return np.mean((t >= lo) & (t <= hi), axis=0)
-
-
 def coverage_from_ranks(ranks, n_samples: int, levels: Sequence[float] = COVERAGE_LEVELS) -> np.ndarray:
     """Coverage of central intervals from SBC ranks: the truth lies in the central `level` interval of
     n_samples draws when its normalised rank r / n_samples is within [(1-level)/2, (1+level)/2]."""

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from gridkit.errors import BackendError, ConfigError, GridError
+from gridkit.errors import BackendError, ConfigError
+
+from .plotting import pyplot, save_figure
+
+if TYPE_CHECKING:
+    from cinn.posterior import Posterior
 
 PROVENANCE_KEYS = ("synth", "synthesizer", "provenance", "synth_provenance", "generator")
 
@@ -106,38 +110,11 @@ def generator_from_attrs(attrs: Mapping):
     return None, f"generator {backend!r} is not supported by the posterior predictive check"
 
 
-def _chain_options(attrs: Mapping) -> dict:
-    """degrade() options reproducing the cube's chain from its attrs (instrument, arms, resolving powers,
-    limb darkening and working step parsed from `degrade_chain`)."""
-    opts: dict = {}
-    if "instrument" not in attrs:
-        raise GridError("the cube's attrs lack 'instrument': cannot repeat its degradation chain")
-    opts["instrument"] = attrs["instrument"]
-    arms = attrs.get("arms")
-    if arms is not None:
-        opts["arms"] = arms if isinstance(arms, str) else ",".join(map(str, arms))
-    if attrs.get("input_resolving_power") is not None:
-        opts["input_resolving_power"] = float(attrs["input_resolving_power"])
-    chain = str(attrs.get("degrade_chain", ""))
-    m = re.search(r"limb darkening ([0-9.]+)", chain)
-    if m:
-        opts["limb_darkening"] = float(m.group(1))
-    m = re.search(r"grid of <= ([0-9.eE+-]+) A", chain)
-    if m:
-        opts["working_step"] = float(m.group(1))
-    m = re.match(r"R=([0-9.eE+]+) on the input grid", chain)
-    if chain and not m:
-        opts["intermediate_resolving_power"] = None
-    elif m:
-        opts["intermediate_resolving_power"] = float(m.group(1))
-    return opts
-
-
 def resimulate(generator, labels: np.ndarray, label_names: Sequence[str], attrs: Mapping, wavelength: np.ndarray) -> np.ndarray:
     """Spectra (n, n_wave) at label rows (n, d): synthesised by `generator`, degraded like the cube (no
     noise), on `wavelength` (the cube's grid). Rows the generator cannot compute are NaN."""
-    from gridkit.degrade import degrade
-    from gridkit.schema import from_arrays
+    from gridkit.degradation import chain_options, degrade
+    from gridkit.schema import check_same_wavelength, from_arrays
     from gridkit.synth.base import SynthesisSkipped
 
     labels = np.atleast_2d(np.asarray(labels, dtype=float))
@@ -158,16 +135,13 @@ def resimulate(generator, labels: np.ndarray, label_names: Sequence[str], attrs:
     if "vbroad" in lab:
         lab["vbroad"] = np.maximum(np.nan_to_num(lab["vbroad"], nan=0.0), 0.0)
     lab = {k: np.nan_to_num(v, nan=0.0) for k, v in lab.items()}
-    opts = _chain_options(attrs)
+    opts = chain_options(attrs)  # the steps the cube recorded (attr degrade_steps)
     r_in = opts.pop("input_resolving_power", math.inf)
     base = from_arrays(wl_gen, flux, lab, resolving_power=r_in)
     deg = degrade(base, snr=None, input_resolving_power=r_in, **opts)
     out = np.asarray(deg.flux.values, dtype=np.float64)
-    out_wl = np.asarray(deg.wavelength.values, dtype=float)
-    wavelength = np.asarray(wavelength, dtype=float)
-    if out_wl.shape != wavelength.shape or not np.allclose(out_wl, wavelength, atol=1e-6):
-        raise GridError(f"the re-simulated spectra ({out_wl.size} pixels, {out_wl[0]:.3f}-{out_wl[-1]:.3f} A) are not on the cube's grid "
-                        f"({wavelength.size} pixels, {wavelength[0]:.3f}-{wavelength[-1]:.3f} A)")
+    check_same_wavelength(deg.wavelength.values, wavelength, what="the re-simulated spectra", of="the cube",
+                          hint="the cube's attrs (instrument, arms, degrade_steps) do not describe the chain that made it")
     out[~ok] = np.nan
     return out
 
@@ -218,7 +192,7 @@ class PPCResult:
         return path
 
 
-def posterior_predictive(post, flux, snr, generator, attrs: Mapping, *, wavelength=None, n_draws: int = 16, samples: int = 1024,
+def posterior_predictive(post: Posterior, flux, snr, generator, attrs: Mapping, *, wavelength=None, n_draws: int = 16, samples: int = 1024,
                          seed: int = 0, keys=None, truth=None, convention: str | None = None) -> PPCResult:
     """Re-simulate spectra at the MAP and at `n_draws` posterior draws (of `samples`) for spectra `flux` (S, W)
     at `snr` (S,), with `generator` and the degradation chain described by `attrs` (a cube's attrs).
@@ -226,15 +200,14 @@ def posterior_predictive(post, flux, snr, generator, attrs: Mapping, *, waveleng
     from gridkit.kernels.noise import snr_per_pixel
     from gridkit.kernels.rebin import pixel_widths
 
-    from .report import _draw
-
     values = np.atleast_2d(np.asarray(flux, dtype=np.float64))
     wl = np.asarray(post.wavelength if wavelength is None else wavelength, dtype=float)
     snr = np.broadcast_to(np.asarray(snr, dtype=float), (values.shape[0],)).copy()
     if n_draws < 1 or samples < n_draws:
         raise ConfigError(f"need 1 <= n_draws <= samples, got n_draws={n_draws}, samples={samples}")
     keys = np.arange(values.shape[0]) if keys is None else np.asarray(keys)
-    smp, maps = _draw(post, values.astype(np.float32), snr, keys, int(samples), seed)
+    smp, log_q = post.sample(values, snr, n=int(samples), seed=seed, keys=keys, return_log_q=True)
+    maps = post.map_estimate(smp, log_q)
     names = list(post.label_names)
     rng = np.random.default_rng(seed)
     map_flux = resimulate(generator, maps, names, attrs, wl)
@@ -254,10 +227,9 @@ def plot_ppc(res: PPCResult, path, *, model_ids=None, window: float = 25.0, max_
     """Fig. 7 style: per spectrum (rows) and arm (columns, a `window`-A stretch around the deepest line of the
     MAP model), the observed flux, the MAP model and the 68 % predictive band; below, the residual flux with
     the +-1 sigma noise band."""
-    from .report import _pyplot, _save
     from .saliency import arm_ranges
 
-    plt = _pyplot()
+    plt = pyplot()
     wl = res.wavelength
     arms = arm_ranges(wl)[:3]
     n = min(res.observed.shape[0], max_spectra)
@@ -298,4 +270,4 @@ def plot_ppc(res: PPCResult, path, *, model_ids=None, window: float = 25.0, max_
                 ax.legend(fontsize=6, loc="lower left")
     fig.suptitle("Posterior predictive check (cf. Fig. 7): spectra re-simulated at the MAP and at posterior draws\n"
                  "with the grid's generator and degradation chain; below each: residual flux, grey = ±1σ noise", fontsize=10)
-    return _save(fig, Path(path))
+    return save_figure(fig, path)

@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -32,6 +32,10 @@ from gridkit.errors import ConfigError, GridError
 from gridkit.schema import label_info
 
 from . import metrics
+from .plotting import axis_label, panel_grid, pyplot, save_figure, snr_axis
+
+if TYPE_CHECKING:
+    from cinn.posterior import Posterior
 
 #: coverage levels of the table; the coverage figure uses a fine grid
 LEVELS = metrics.COVERAGE_LEVELS
@@ -80,6 +84,12 @@ def concat_results(parts: Sequence[SNRResult]) -> SNRResult:
     p0 = parts[0]
     return SNRResult(p0.snr, *(np.concatenate([getattr(p, k) for p in parts], axis=0) for k in ("model", "truth", "map", "q16", "q84", "ranks")),
                      np.concatenate([p.inside for p in parts], axis=1), p0.n_samples)
+
+
+def _nearest_snr(snrs: Sequence[float], target: float) -> float:
+    """The S/N of `snrs` nearest to `target` in log S/N (the per-spectrum figures' S/N)."""
+    return min(snrs, key=lambda v: abs(math.log(v / target)))
+
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -249,57 +259,9 @@ def figures_markdown(paths: Mapping[str, Path], out_dir: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- figures
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False) if matplotlib.get_backend().lower() != "agg" else None
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _grid(n: int, width: float = 3.0, height: float = 2.4, ncols: int | None = None):
-    plt = _pyplot()
-    ncols = ncols or min(n, 4 if n > 6 else 3 if n > 2 else n)
-    nrows = math.ceil(n / ncols)
-    # fixed spacing rather than constrained layout: the same look, several times faster for 13 panels
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.7), squeeze=False)
-    fig.subplots_adjust(left=0.07, right=0.97, bottom=0.06, top=1 - 0.8 / (height * nrows + 0.7), wspace=0.4, hspace=0.6)
-    for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    return fig, axes.ravel()[:n]
-
-
-def _axis_label(lab: str) -> str:
-    info = label_info(lab)
-    unit = "" if info.units in ("1", "") else f" [{info.units}]"
-    return f"{lab}{unit}"
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
-    return path
-
-
-def _snr_axis(ax, snr=None) -> None:
-    """Log S/N axis with plain tick labels: at the S/N values themselves when there are few, else at
-    1, 2, 5 x 10^k (never overlapping minor labels)."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
-
-    ax.set_xscale("log")
-    if snr is not None and 0 < len(snr) <= 6:
-        ax.xaxis.set_major_locator(FixedLocator(np.asarray(snr, dtype=float)))
-    else:
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.margins(x=0.08)
-
-
 def plot_residuals_vs_snr(table, labels: Sequence[str], path: Path) -> Path:
     """Fig. 4: mean residual of MAP - truth (points) with its standard deviation (error bars, band) against S/N."""
-    fig, axes = _grid(len(labels))
+    fig, axes = panel_grid(len(labels))
     snr = np.asarray(table["snr"], dtype=float)
     for ax, lab in zip(axes, labels):
         m = np.asarray(table[f"{lab}_mean"], dtype=float)
@@ -307,20 +269,20 @@ def plot_residuals_vs_snr(table, labels: Sequence[str], path: Path) -> Path:
         ax.axhline(0, color="0.6", lw=0.8)
         ax.fill_between(snr, m - s, m + s, color="C0", alpha=0.2, lw=0)
         ax.errorbar(snr, m, yerr=s, fmt="o-", ms=3, color="C0", capsize=2)
-        _snr_axis(ax, snr)
+        snr_axis(ax, snr)
         ax.set_title(lab, fontsize=9)
-        ax.set_ylabel(f"Δ{_axis_label(lab)}", fontsize=8)
+        ax.set_ylabel(f"Δ{axis_label(lab)}", fontsize=8)
         ax.set_xlabel("S/N [per Å]", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.suptitle("MAP − truth: mean Δ̄ (points) ± σ (bars) against S/N (cf. Ksoll et al. 2026, Fig. 4)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_map_vs_truth(result: SNRResult, labels: Sequence[str], path: Path, bins: int = 40) -> Path:
     """Fig. 5: 2-D histograms of MAP against truth at one S/N, with the 1:1 line."""
     from matplotlib.colors import LogNorm
 
-    fig, axes = _grid(len(labels), width=2.8, height=2.6)
+    fig, axes = panel_grid(len(labels), width=2.8, height=2.6)
     for j, (ax, lab) in enumerate(zip(axes, labels)):
         t, m = result.truth[:, j], result.map[:, j]
         ok = np.isfinite(t) & np.isfinite(m)
@@ -334,7 +296,7 @@ def plot_map_vs_truth(result: SNRResult, labels: Sequence[str], path: Path, bins
         h = ax.hist2d(t[ok], m[ok], bins=n_bins, range=rng, cmap="viridis", norm=LogNorm(), cmin=1)
         ax.plot(rng[0], rng[0], color="r", lw=0.8, ls="--")
         ax.set_title(lab, fontsize=9)
-        ax.set_xlabel(f"true {_axis_label(lab)}", fontsize=7)
+        ax.set_xlabel(f"true {axis_label(lab)}", fontsize=7)
         ax.set_ylabel(f"MAP {lab}", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.set_aspect("equal")
@@ -342,30 +304,30 @@ def plot_map_vs_truth(result: SNRResult, labels: Sequence[str], path: Path, bins
     cax = fig.add_axes([0.92, 0.35, 0.012, 0.3])
     fig.colorbar(h[3], cax=cax, label="spectra per bin")
     fig.suptitle(f"MAP against truth at S/N = {result.snr:g} ({result.n} spectra; cf. Fig. 5)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_width_vs_snr(table, labels: Sequence[str], path: Path) -> Path:
     """Fig. A.2: median 68 % interval width against S/N."""
-    fig, axes = _grid(len(labels))
+    fig, axes = panel_grid(len(labels))
     snr = np.asarray(table["snr"], dtype=float)
     for ax, lab in zip(axes, labels):
         y = np.asarray(table[lab], dtype=float)
         ax.plot(snr, y, "o-", ms=3, color="C1")
-        _snr_axis(ax, snr)
+        snr_axis(ax, snr)
         ax.set_title(lab, fontsize=9)
-        ax.set_ylabel(f"68 % width {_axis_label(lab)}", fontsize=7)
+        ax.set_ylabel(f"68 % width {axis_label(lab)}", fontsize=7)
         ax.set_xlabel("S/N [per Å]", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_ylim(0, 1.15 * float(np.nanmax(y)) if np.isfinite(y).any() and np.nanmax(y) > 0 else 1.0)
     fig.suptitle("Median width of the central 68 % credible interval against S/N (cf. Fig. A.2)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_width_vs_feh(table, labels: Sequence[str], path: Path) -> Path:
     """Fig. A.3: median 68 % interval width against true [Fe/H], one line per S/N."""
-    plt = _pyplot()
-    fig, axes = _grid(len(labels))
+    plt = pyplot()
+    fig, axes = panel_grid(len(labels))
     snrs = sorted(set(float(s) for s in table["snr"]))
     colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(snrs), 1)))
     for ax, lab in zip(axes, labels):
@@ -375,13 +337,13 @@ def plot_width_vs_feh(table, labels: Sequence[str], path: Path) -> Path:
             ax.plot(mid, np.asarray(table[lab])[sel], "o-", ms=2.5, color=c, label=f"{s:g}")
         ax.set_title(lab, fontsize=9)
         ax.set_xlabel("true [Fe/H] [dex]", fontsize=8)
-        ax.set_ylabel(f"68 % width {_axis_label(lab)}", fontsize=7)
+        ax.set_ylabel(f"68 % width {axis_label(lab)}", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.set_ylim(bottom=0)
         ax.set_ylim(top=ax.get_ylim()[1] * 1.1)
     axes[0].legend(title="S/N", fontsize=6, title_fontsize=7)
     fig.suptitle("Median width of the 68 % credible interval against [Fe/H] (cf. Fig. A.3)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_rank_histograms(result: SNRResult, labels: Sequence[str], path: Path, n_bins: int | None = None) -> Path:
@@ -393,7 +355,7 @@ def plot_rank_histograms(result: SNRResult, labels: Sequence[str], path: Path, n
     p = 1.0 / nb
     lo, hi = stats.binom.ppf([0.005, 0.995], result.n, p)
     _, pval = metrics.rank_uniformity(result.ranks, result.n_samples, nb)
-    fig, axes = _grid(len(labels), height=2.2)
+    fig, axes = panel_grid(len(labels), height=2.2)
     x = edges / result.n_samples
     for j, (ax, lab) in enumerate(zip(axes, labels)):
         ax.stairs(counts[:, j], x, color="C0", fill=True, alpha=0.45)
@@ -408,14 +370,14 @@ def plot_rank_histograms(result: SNRResult, labels: Sequence[str], path: Path, n
     fig.suptitle(f"SBC rank histograms at S/N = {result.snr:g} ({result.n} spectra, {result.n_samples} samples each); "
                  "line: expected count, dashed: 99 % band of a calibrated posterior.\n"
                  "∪ = over-confident, ∩ = under-confident, slope = bias", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_coverage(results: Sequence[SNRResult], labels: Sequence[str], path: Path, levels=CURVE_LEVELS) -> Path:
     """Expected coverage: empirical against nominal credibility of central intervals per label, one line
     per S/N, with the diagonal of a calibrated posterior (above: under-confident, below: over-confident)."""
-    plt = _pyplot()
-    fig, axes = _grid(len(labels), width=2.6, height=2.6)
+    plt = pyplot()
+    fig, axes = panel_grid(len(labels), width=2.6, height=2.6)
     rs = sorted(results, key=lambda r: r.snr)
     colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(rs), 1)))
     lv = np.asarray(levels)
@@ -433,14 +395,15 @@ def plot_coverage(results: Sequence[SNRResult], labels: Sequence[str], path: Pat
         ax.tick_params(labelsize=6)
     axes[0].legend(title="S/N", fontsize=6, title_fontsize=7)
     fig.suptitle("Expected coverage of central credible intervals (diagonal = calibrated; below = over-confident)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def make_figures(results: Sequence[SNRResult], tables: Mapping, labels: Sequence[str], out_dir: Path, snr_figure: float) -> dict[str, Path]:
     """Every figure of the report; `snr_figure` is the S/N of the per-spectrum figures (Fig. 5, SBC)."""
     out = {}
     out["fig4_residuals_vs_snr"] = plot_residuals_vs_snr(tables["residuals"], labels, out_dir / "fig4_residuals_vs_snr.png")
-    r = min(results, key=lambda r: abs(math.log(r.snr / snr_figure)))
+    fig_snr = _nearest_snr([r.snr for r in results], snr_figure)
+    r = next(r for r in results if r.snr == fig_snr)
     tag = f"{r.snr:g}"
     out["fig5_map_vs_truth"] = plot_map_vs_truth(r, labels, out_dir / f"fig5_map_vs_truth_snr{tag}.png")
     out["figA2_width_vs_snr"] = plot_width_vs_snr(tables["interval_width"], labels, out_dir / "figA2_width_vs_snr.png")
@@ -452,52 +415,69 @@ def make_figures(results: Sequence[SNRResult], tables: Mapping, labels: Sequence
 
 
 # ---------------------------------------------------------------------------------------------- driver
-def _draw(post, flux: np.ndarray, snr: np.ndarray, keys: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(samples (S, n, d) physical, MAP (S, d)) from one pass of the flow.
+@dataclass(frozen=True)
+class _Spectra:
+    """The spectra an evaluation samples: positions along the cube's `model`, their ids, true labels
+    (n, n_label) and latent keys (the model ids where integer: a spectrum's draws do not depend on the
+    selection), at the S/N values `snrs`; `description` says how they were chosen."""
 
-    Uses the posterior's fast path (`_sample_flow`, which also returns the flow density) so that the samples
-    and the MAP come from the same draws, with the MAP rule of `Posterior.summarize` (highest flow density
-    among the samples inside the training bounds); a posterior without it is sampled and summarised."""
-    if hasattr(post, "_sample_flow") and hasattr(post, "label_transform") and hasattr(post, "bounds"):
-        values, s, k, _ = post._inputs(flux, snr, keys)
-        y, lq = post._sample_flow(values, s, k, n, seed)
-        phys = post.label_transform.inverse(y)
-        inside = np.all((phys >= post.bounds[:, 0]) & (phys <= post.bounds[:, 1]), axis=-1)
-        lq = np.where(inside, lq, -np.inf)
-        best = np.argmax(lq, axis=1)
-        maps = phys[np.arange(phys.shape[0]), best]
-        maps[~inside.any(axis=1)] = np.nan
-        return phys, maps
-    samples = np.asarray(post.sample(flux, snr, n=n, seed=seed, keys=keys))
-    summ = post.summarize(flux, snr, n=n, seed=seed, keys=keys)
-    maps = np.stack([np.asarray(summ[name].values, dtype=float) for name in post.label_names], axis=1)
-    return samples, maps
+    positions: np.ndarray
+    model_ids: np.ndarray
+    truth: np.ndarray
+    keys: np.ndarray
+    snrs: list[float]
+    description: str
+
+    @property
+    def n(self) -> int:
+        return int(self.positions.size)
+
+    def subset(self, index: slice) -> _Spectra:
+        """The spectra `index` selects (a chunk, or the first few for saliency and the PPC)."""
+        return _Spectra(self.positions[index], self.model_ids[index], self.truth[index], self.keys[index], self.snrs,
+                             self.description)
+
+    def flux(self, cube, snr: float) -> np.ndarray:
+        """Their flux (n, n_wave) at one S/N of `cube`, as stored."""
+        return np.asarray(cube.flux.sel(snr=snr).isel(model=self.positions).values)
 
 
-def _select_models(post, cube, cube_path: Path, split: str | None) -> tuple[np.ndarray, str]:
+def _check_options(samples, ppc, max_spectra) -> None:
+    if not isinstance(samples, (int, np.integer)) or samples < 2:
+        raise ConfigError(f"samples must be an integer >= 2, got {samples!r}")
+    if isinstance(ppc, bool) or not isinstance(ppc, (int, np.integer)) or ppc < 0:
+        raise ConfigError(f"ppc (spectra for the posterior predictive check) must be an integer >= 0, got {ppc!r}")
+    if max_spectra is not None and (not isinstance(max_spectra, (int, np.integer)) or max_spectra < 1):
+        raise ConfigError(f"max_spectra must be a positive integer or None, got {max_spectra!r}")
+
+
+def _open_cube(post: Posterior, cube_path: Path):
+    """The cube, checked to hold the model's labels (the truths) on the model's wavelength grid."""
+    from gridkit.grid import open_grid
+    from gridkit.schema import check_same_wavelength
+
+    cube = open_grid(cube_path, kind="cube")
+    missing = [lab for lab in post.label_names if lab not in cube]
+    if missing:
+        raise GridError(f"{cube_path} lacks the true label(s) {', '.join(missing)} of the model")
+    check_same_wavelength(cube["wavelength"].values, post.wavelength, what=f"the cube {cube_path}", of=f"model {post.model_id}",
+                          hint="degrade the grid to the model's instrument and arms (`gridkit degrade`)")
+    return cube
+
+
+def _select_models(post: Posterior, cube, cube_path: Path, split: str | None) -> tuple[np.ndarray, str]:
     """Positions along `model` of the spectra to evaluate and a description of the choice."""
     ids = np.asarray(cube["model"].values)
     if split in (None, "all"):
         return np.arange(ids.size), "all models of the cube"
     if split not in ("train", "test", "validation"):
         raise ConfigError(f"split must be 'test', 'validation', 'train' or 'all', got {split!r}")
-    training = (getattr(post, "meta", {}) or {}).get("training_data", {})
-    same = True
-    if training.get("path"):
-        same = Path(training["path"]).resolve() == Path(cube_path).resolve()
-        if not same and training.get("hash"):
-            try:
-                from cinn.data import open_training_store
-                from cinn.train import data_hash
-
-                same = data_hash(open_training_store(cube_path, post.label_names, "auto")) == training["hash"]
-            except Exception:  # noqa: BLE001 - a cube that cannot be a training store is not the training cube
-                same = False
-    if not same:
+    training = post.meta.get("training_data", {})
+    if not _is_training_cube(post, cube_path):
         import warnings
 
         warnings.warn(f"{cube_path} is not the cube model {post.model_id} was trained on ({training.get('path')}); "
-                      "evaluating all of its models (a separate cube is held out by construction)", stacklevel=3)
+                      "evaluating all of its models (a separate cube is held out by construction)", stacklevel=4)
         return np.arange(ids.size), f"all models (the cube is not the training cube {training.get('path')})"
     from cinn.data import read_split
 
@@ -506,6 +486,25 @@ def _select_models(post, cube, cube_path: Path, split: str | None) -> tuple[np.n
     if pos.size == 0:
         raise GridError(f"none of the {wanted.size} '{split}' models of {post.model_dir} is in {cube_path}")
     return pos, f"{split} split ({pos.size} models)"
+
+
+def _is_training_cube(post: Posterior, cube_path: Path) -> bool:
+    """Whether `cube_path` is the cube the model was trained on: the same path, or the same data hash
+    (a copy); True where the model does not record its training data."""
+    training = post.meta.get("training_data", {})
+    if not training.get("path"):
+        return True
+    if Path(training["path"]).resolve() == Path(cube_path).resolve():
+        return True
+    if not training.get("hash"):
+        return False
+    try:
+        from cinn.data import open_training_store
+        from cinn.train import data_hash
+
+        return data_hash(open_training_store(cube_path, post.label_names, "auto")) == training["hash"]
+    except Exception:  # noqa: BLE001 - a cube that cannot be a training store is not the training cube
+        return False
 
 
 def _snr_values(cube, snr) -> list[float]:
@@ -517,6 +516,107 @@ def _snr_values(cube, snr) -> list[float]:
     if missing:
         raise ConfigError(f"snr {missing} not in the cube; it has {have.tolist()}")
     return sorted(float(have[np.argmin(np.abs(have - s))]) for s in want)
+
+
+def _select_spectra(post: Posterior, cube, cube_path, split: str | None = "test", snr=None,
+                    max_spectra: int | None = None) -> _Spectra:
+    """The spectra of `cube` to evaluate: the models of `split` where the cube is the training cube (all
+    otherwise), the first `max_spectra` of them, at the S/N values `snr` of the cube (default all)."""
+    pos, description = _select_models(post, cube, Path(cube_path), split)
+    if max_spectra is not None:
+        pos = pos[:max_spectra]
+    snrs = _snr_values(cube, snr)
+    model_ids = np.asarray(cube["model"].values)[pos]
+    truth = np.stack([np.asarray(cube[lab].values, dtype=float)[pos] for lab in post.label_names], axis=1)
+    keys = model_ids if np.issubdtype(model_ids.dtype, np.integer) else np.arange(pos.size)
+    return _Spectra(pos, model_ids, truth, keys, snrs, description)
+
+
+def _sample_results(post: Posterior, cube, spectra: _Spectra, samples: int, seed: int = 0, *, chunk: int = 256,
+                   progress: bool = False) -> list[SNRResult]:
+    """One SNRResult per S/N: every spectrum sampled once (`samples` draws), its MAP by the posterior's own rule
+    (`Posterior.map_estimate`) from the same draws; `chunk` spectra at a time."""
+    from tqdm.auto import tqdm
+
+    results = []
+    bar = tqdm(total=len(spectra.snrs) * spectra.n, disable=not progress, desc="evaluate", unit="spectrum")
+    for s in spectra.snrs:
+        parts = []
+        for lo in range(0, spectra.n, chunk):
+            part = spectra.subset(slice(lo, lo + chunk))
+            draws, log_q = post.sample(part.flux(cube, s), np.full(part.n, s), n=samples, seed=seed, keys=part.keys, return_log_q=True)
+            parts.append(result_from_samples(s, part.model_ids, part.truth, post.map_estimate(draws, log_q), draws))
+            bar.update(part.n)
+        results.append(concat_results(parts))
+    bar.close()
+    return results
+
+
+def _saliency(post: Posterior, cube, spectra: _Spectra, snr: float, seed: int, out: Path) -> dict[str, Path]:
+    """Saliency maps (Figs. A.4, A.5) of `spectra` at one S/N: the Zarr store and one figure per arm."""
+    from .saliency import plot_saliency, saliency_maps, write_saliency
+
+    sal = saliency_maps(post, spectra.flux(cube, snr), np.full(spectra.n, snr), seed=seed)
+    sal.attrs["snr"] = snr
+    paths = {"saliency_zarr": write_saliency(sal, out / f"saliency_snr{snr:g}.zarr")}
+    paths.update(plot_saliency(sal, out, instrument=post.instrument, tag=f"snr{snr:g}"))
+    return paths
+
+
+def _posterior_predictive_check(post: Posterior, cube, spectra: _Spectra, snr: float, *, samples: int, draws: int,
+                                seed: int, out: Path) -> tuple[dict[str, Path], list[dict] | None, list[str]]:
+    """The PPC (Fig. 7) of `spectra` at one S/N with the cube's own generator: (paths, per-spectrum stats, notes);
+    skipped with a note where that generator cannot run here."""
+    from .ppc import generator_from_attrs, plot_ppc, posterior_predictive
+
+    gen, why = generator_from_attrs(cube.attrs)
+    if gen is None:
+        return {}, None, [f"posterior predictive check skipped: {why}"]
+    res = posterior_predictive(post, spectra.flux(cube, snr), np.full(spectra.n, snr), gen, cube.attrs,
+                               wavelength=cube["wavelength"].values, n_draws=min(draws, samples), samples=samples, seed=seed,
+                               keys=spectra.keys, truth=spectra.truth)
+    paths = {"ppc_csv": res.write_table(out / f"ppc_snr{snr:g}.csv"),
+             "fig7_ppc": plot_ppc(res, out / f"fig7_ppc_snr{snr:g}.png", model_ids=spectra.model_ids)}
+    return paths, res.stats(), []
+
+
+def _summary_meta(post: Posterior, cube_path: Path, spectra: _Spectra, results: Sequence[SNRResult], samples: int,
+                  seed: int, figure_snr: float, notes: list[str], seconds: float) -> dict:
+    """The run's metadata for summary.md and summary.json."""
+    labels = list(post.label_names)
+    k68 = list(LEVELS).index(0.68)
+    return {
+        "model_id": post.model_id,
+        "model_dir": str(post.model_dir),
+        "cube": str(cube_path),
+        "split": spectra.description,
+        "n_star": spectra.n,
+        "n_samples": int(samples),
+        "seed": int(seed),
+        "snr": spectra.snrs,
+        "figure_snr": figure_snr,
+        "labels": labels,
+        "seconds": round(seconds, 2),
+        "nrmse_normalisation": "range (max - min) of the true label over the evaluated models",
+        "coverage_68": {lab: float(np.mean(r.inside[k68, :, j])) for r in results if r.snr == figure_snr for j, lab in enumerate(labels)},
+        "notes": notes,
+    }
+
+
+def _write_summary(tables: Mapping, meta: Mapping, paths: Mapping[str, Path], out: Path, ppc_stats=None) -> dict[str, Path]:
+    """`summary.md` (the tables in the paper's layout, the PPC numbers, the figures of `paths`, the notes) and
+    `summary.json` (`meta` and every file written, these two included); returns their paths."""
+    md = markdown_summary(tables, meta["labels"], meta)
+    if ppc_stats:
+        md += ppc_markdown(ppc_stats, meta["figure_snr"])
+    md += figures_markdown(paths, out)
+    if meta["notes"]:
+        md += "\n## Notes\n\n" + "\n".join(f"- {n}" for n in meta["notes"]) + "\n"
+    written = {"summary_md": out / "summary.md", "summary_json": out / "summary.json"}
+    written["summary_md"].write_text(md)
+    files = {k: str(v) for k, v in {**paths, **written}.items()}
+    written["summary_json"].write_text(json.dumps({**meta, "files": files}, indent=1))
+    return written
 
 
 def evaluate(
@@ -552,109 +652,29 @@ def evaluate(
     with a note, where the cube's generator cannot run here. Returns {name: path} of everything written
     (tables as `<name>_ecsv` and `<name>_csv`, figures, `summary_md`, `summary_json`).
     """
-    from gridkit.grid import open_grid
+    from cinn.posterior import Posterior, load
 
-    if not isinstance(samples, (int, np.integer)) or samples < 2:
-        raise ConfigError(f"samples must be an integer >= 2, got {samples!r}")
-    if isinstance(ppc, bool) or not isinstance(ppc, (int, np.integer)) or ppc < 0:
-        raise ConfigError(f"ppc (spectra for the posterior predictive check) must be an integer >= 0, got {ppc!r}")
-    if max_spectra is not None and (not isinstance(max_spectra, (int, np.integer)) or max_spectra < 1):
-        raise ConfigError(f"max_spectra must be a positive integer or None, got {max_spectra!r}")
-    import cinn
-
-    post = model_dir if hasattr(model_dir, "label_names") else cinn.load(model_dir, device=device)
-    cube_path = Path(cube_path)
-    out = Path(out_dir)
+    _check_options(samples, ppc, max_spectra)
+    post = model_dir if isinstance(model_dir, Posterior) else load(model_dir, device=device)
+    cube_path, out = Path(cube_path), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cube = open_grid(cube_path, kind="cube")
-    labels = list(post.label_names)
-    missing = [lab for lab in labels if lab not in cube]
-    if missing:
-        raise GridError(f"{cube_path} lacks the true label(s) {', '.join(missing)} of the model")
-    wl = np.asarray(cube["wavelength"].values, dtype=float)
-    if wl.shape != post.wavelength.shape or not np.allclose(wl, post.wavelength, rtol=1e-9, atol=1e-6):
-        raise GridError(f"{cube_path} has a wavelength grid of {wl.size} pixels ({wl[0]:.3f}-{wl[-1]:.3f} A), the model "
-                        f"{post.wavelength.size} ({post.wavelength[0]:.3f}-{post.wavelength[-1]:.3f} A)")
-    pos, split_desc = _select_models(post, cube, cube_path, split)
-    if max_spectra is not None:
-        pos = pos[:max_spectra]
-    snrs = _snr_values(cube, snr)
-    model_ids = np.asarray(cube["model"].values)[pos]
-    truth_all = np.stack([np.asarray(cube[lab].values, dtype=float)[pos] for lab in labels], axis=1)
-    keys = model_ids if np.issubdtype(model_ids.dtype, np.integer) else np.arange(pos.size)
+    cube = _open_cube(post, cube_path)
+    spectra = _select_spectra(post, cube, cube_path, split, snr, max_spectra)
 
     t0 = time.perf_counter()
-    results: list[SNRResult] = []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(snrs) * pos.size, disable=not progress, desc="evaluate", unit="spectrum")
-    for s in snrs:
-        parts = []
-        for lo in range(0, pos.size, chunk):
-            sl = pos[lo:lo + chunk]
-            flux = np.asarray(cube.flux.sel(snr=s).isel(model=sl).values, dtype=np.float32)
-            smp, maps = _draw(post, flux, np.full(sl.size, s), keys[lo:lo + chunk], int(samples), seed)
-            parts.append(result_from_samples(s, model_ids[lo:lo + chunk], truth_all[lo:lo + chunk], maps, smp))
-            bar.update(sl.size)
-        results.append(concat_results(parts))
-    bar.close()
-
-    feh_index = labels.index("feh") if "feh" in labels else None
-    tables = make_tables(results, labels, feh_index=feh_index)
+    results = _sample_results(post, cube, spectra, int(samples), seed, chunk=chunk, progress=progress)
+    labels = list(post.label_names)
+    tables = make_tables(results, labels, feh_index=labels.index("feh") if "feh" in labels else None)
     paths: dict[str, Path] = write_tables(tables, out)
     paths.update(make_figures(results, tables, labels, out, figure_snr))
-    fig_snr = min(snrs, key=lambda v: abs(math.log(v / figure_snr)))
-    notes = []
-    ppc_stats = None
+    fig_snr = _nearest_snr(spectra.snrs, figure_snr)
     if saliency:
-        from .saliency import saliency_maps, plot_saliency, write_saliency
-
-        sel = pos[:saliency_spectra]
-        flux = np.asarray(cube.flux.sel(snr=fig_snr).isel(model=sel).values, dtype=np.float32)
-        sal = saliency_maps(post, flux, np.full(sel.size, fig_snr), seed=seed)
-        sal.attrs["snr"] = fig_snr
-        paths["saliency_zarr"] = write_saliency(sal, out / f"saliency_snr{fig_snr:g}.zarr")
-        paths.update(plot_saliency(sal, out, instrument=getattr(post, "instrument", {}), tag=f"snr{fig_snr:g}"))
+        paths.update(_saliency(post, cube, spectra.subset(slice(saliency_spectra)), fig_snr, seed, out))
+    ppc_stats, notes = None, []
     if ppc > 0:
-        from .ppc import generator_from_attrs, posterior_predictive, plot_ppc
-
-        gen, why = generator_from_attrs(cube.attrs)
-        if gen is None:
-            notes.append(f"posterior predictive check skipped: {why}")
-        else:
-            sel = pos[:ppc]
-            sub = cube.isel(model=sel).sel(snr=fig_snr)
-            res = posterior_predictive(post, sub.flux.values, np.full(sel.size, fig_snr), gen, cube.attrs, wavelength=wl,
-                                       n_draws=min(int(ppc_draws), int(samples)), samples=int(samples), seed=seed,
-                                       keys=keys[:sel.size], truth=truth_all[:sel.size])
-            paths["ppc_csv"] = res.write_table(out / f"ppc_snr{fig_snr:g}.csv")
-            paths["fig7_ppc"] = plot_ppc(res, out / f"fig7_ppc_snr{fig_snr:g}.png", model_ids=model_ids[:sel.size])
-            ppc_stats = res.stats()
-    meta = {
-        "model_id": getattr(post, "model_id", "?"),
-        "model_dir": str(getattr(post, "model_dir", model_dir)),
-        "cube": str(cube_path),
-        "split": split_desc,
-        "n_star": int(pos.size),
-        "n_samples": int(samples),
-        "seed": int(seed),
-        "snr": snrs,
-        "figure_snr": fig_snr,
-        "labels": labels,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "nrmse_normalisation": "range (max - min) of the true label over the evaluated models",
-        "coverage_68": {lab: float(np.mean(r.inside[list(LEVELS).index(0.68), :, j])) for r in results if r.snr == fig_snr
-                        for j, lab in enumerate(labels)},
-        "notes": notes,
-    }
-    md = markdown_summary(tables, labels, meta)
-    if ppc_stats:
-        md += ppc_markdown(ppc_stats, fig_snr)
-    md += figures_markdown(paths, out)
-    if notes:
-        md += "\n## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    paths["summary_md"] = out / "summary.md"
-    paths["summary_md"].write_text(md)
-    paths["summary_json"] = out / "summary.json"
-    paths["summary_json"].write_text(json.dumps({**meta, "files": {k: str(v) for k, v in paths.items()}}, indent=1))
+        ppc_paths, ppc_stats, notes = _posterior_predictive_check(post, cube, spectra.subset(slice(ppc)), fig_snr, samples=int(samples),
+                                                                  draws=int(ppc_draws), seed=seed, out=out)
+        paths.update(ppc_paths)
+    meta = _summary_meta(post, cube_path, spectra, results, samples, seed, fig_snr, notes, time.perf_counter() - t0)
+    paths.update(_write_summary(tables, meta, paths, out, ppc_stats))
     return paths

@@ -14,31 +14,33 @@ label measures marked (from the analytic generator's line list, Gaia-ESO lines; 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
 from gridkit.errors import ConfigError
 from gridkit.store import vlen_strings
+from gridkit.synth import physics
+
+from .plotting import pyplot, save_figure
+
+if TYPE_CHECKING:
+    from cinn.posterior import Posterior
 
 #: element whose lines each label mainly reads (Teff, log g, vmic, vbroad: iron lines and the Balmer lines)
 LABEL_ELEMENT = {"teff": "Fe", "logg": "Fe", "feh": "Fe", "vmic": "Fe", "vbroad": "Fe", "c_fe": "C", "n_fe": "N", "mg_fe": "Mg",
                  "si_fe": "Si", "ca_fe": "Ca", "ti_fe": "Ti", "mn_fe": "Mn", "li_fe": "Li"}
-#: fallback when the line list is unavailable: strong lines in the 4MOST HR green and red arms (air, A)
-KNOWN_LINES = {
-    "H": (6562.80,), "Li": (6707.8,), "Mg": (5167.32, 5172.68, 5183.60, 5528.40, 5711.09), "Si": (5665.55, 5690.43, 5701.10, 6155.13, 6237.32),
-    "Ca": (5588.75, 5857.45, 6102.72, 6122.22, 6162.17, 6439.08, 6717.68), "Ti": (5210.39, 5219.70, 5490.15, 6258.10, 6261.10),
-    "Mn": (5394.67, 5420.36, 5432.55, 6013.51, 6016.64, 6021.82), "Fe": (5232.94, 5269.54, 5328.04, 5371.49, 5405.77, 6136.61, 6191.56,
-    6230.72, 6252.56, 6393.60, 6400.00, 6430.85, 6494.98), "C": (5380.34,), "N": (),
-}
-BALMER = (6562.80, 4861.32, 4340.46, 4101.73)
+#: Balmer line centres (air, A), marked for every label
+BALMER = tuple(centre for centre, _ in physics.BALMER)
 
 
-def _torch_inputs(post, flux, snr):
+def _torch_inputs(post: Posterior, flux, snr):
+    """(flux (S, n_wave), network S/N input (S, 1), flux mean, flux std) as tensors: the flux separate from its
+    scaling, so that autograd differentiates with respect to the flux itself."""
     import torch
 
-    values, s, _, _ = post._inputs(flux, snr) if hasattr(post, "_inputs") else (np.asarray(flux, np.float32), np.asarray(snr, float), None, None)
+    values, s = post.check_inputs(flux, snr)
     sc = post.scaler
     fm = torch.from_numpy(np.asarray(sc.flux_mean, dtype=np.float32))
     fs = torch.from_numpy(np.asarray(sc.flux_std, dtype=np.float32))
@@ -46,7 +48,7 @@ def _torch_inputs(post, flux, snr):
     return torch.from_numpy(values), xs, fm, fs
 
 
-def mean_label_gradients(post, flux, snr, *, n_latent: int = 32, seed: int = 0, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def mean_label_gradients(post: Posterior, flux, snr, *, n_latent: int = 32, seed: int = 0, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Gradients d<label>/d flux of the posterior mean of each label, per spectrum.
 
     flux (S, n_wave) on the model's grid, snr (S,) per Angstrom. Returns (gradients (S, d, n_wave) in label
@@ -99,7 +101,7 @@ def normalise(grads: np.ndarray) -> np.ndarray:
     return np.divide(grads, peak, out=np.zeros_like(grads), where=peak > 0)
 
 
-def saliency_maps(post, flux, snr, *, n_latent: int = 32, seed: int = 0, batch: int = 8) -> xr.Dataset:
+def saliency_maps(post: Posterior, flux, snr, *, n_latent: int = 32, seed: int = 0, batch: int = 8) -> xr.Dataset:
     """Median normalised gradients of the posterior-mean labels over the spectra given.
 
     Returns a Dataset on (label, wavelength): `saliency` = median |normalised gradient| in [0, 1],
@@ -118,7 +120,7 @@ def saliency_maps(post, flux, snr, *, n_latent: int = 32, seed: int = 0, batch: 
                          {"long_name": "median over spectra of d<label>/dflux (label units per unit normalised flux)"}),
         },
         coords={"label": labels, "wavelength": ("wavelength", np.asarray(post.wavelength, dtype=float), {"units": "Angstrom"})},
-        attrs={"n_spectra": int(grads.shape[0]), "n_latent": int(n_latent), "seed": int(seed), "model_id": str(getattr(post, "model_id", "")),
+        attrs={"n_spectra": int(grads.shape[0]), "n_latent": int(n_latent), "seed": int(seed), "model_id": post.model_id,
                "method": "torch autograd of the posterior mean (fixed latents) through the feature network and the reverse flow"},
     )
 
@@ -132,23 +134,20 @@ def write_saliency(ds: xr.Dataset, path) -> Path:
 # ---------------------------------------------------------------------------------------------- line positions
 def line_positions(wl_min: float, wl_max: float, element: str, n: int = 8) -> list[float]:
     """Wavelengths (air, A) of the `n` strongest lines of `element` in [wl_min, wl_max] for a solar-type star,
-    from the analytic generator's line list (Gaia-ESO lines); known strong lines if it is unavailable."""
-    try:
-        from gridkit.synth.analytic import MASS, line_centre_strength
-        from gridkit.synth.linelist import SOLAR_ABUNDANCES, load_lines
+    from the analytic generator's line list (Gaia-ESO lines, committed with the package)."""
+    from gridkit.synth.atomic import MASS, SOLAR_ABUNDANCES
+    from gridkit.synth.linelist import load_lines
 
-        lines = load_lines()
-        sel = (lines["element"] == element) & (lines["wavelength"] >= wl_min) & (lines["wavelength"] <= wl_max)
-        if not sel.any():
-            return []
-        z, a_sun, chi_ion = SOLAR_ABUNDANCES[element]
-        strength = line_centre_strength(lines["wavelength"][sel], lines["chi_low"][sel], lines["loggf"][sel], lines["ion"][sel],
-                                        np.full(sel.sum(), a_sun), np.full(sel.sum(), chi_ion), None, 5777.0, 4.44, 0.0, 1.0,
-                                        masses=np.full(sel.sum(), MASS[element]))
-        order = np.argsort(strength)[::-1][:n]
-        return sorted(float(w) for w in lines["wavelength"][sel][order])
-    except Exception:  # noqa: BLE001 - any problem with the line list: fall back to the hand-made table
-        return [w for w in KNOWN_LINES.get(element, ()) if wl_min <= w <= wl_max][:n]
+    lines = load_lines()
+    sel = (lines["element"] == element) & (lines["wavelength"] >= wl_min) & (lines["wavelength"] <= wl_max)
+    if not sel.any() or element not in SOLAR_ABUNDANCES:
+        return []
+    z, a_sun, chi_ion = SOLAR_ABUNDANCES[element]
+    strength = physics.line_centre_strength(lines["wavelength"][sel], lines["chi_low"][sel], lines["loggf"][sel], lines["ion"][sel],
+                                            np.full(sel.sum(), a_sun), np.full(sel.sum(), chi_ion), None, 5777.0, 4.44, 0.0, 1.0,
+                                            masses=np.full(sel.sum(), MASS[element]))
+    order = np.argsort(strength)[::-1][:n]
+    return sorted(float(w) for w in lines["wavelength"][sel][order])
 
 
 def arm_ranges(wavelength: np.ndarray, instrument: Mapping | None = None) -> list[tuple[str, float, float]]:
@@ -178,9 +177,7 @@ def plot_saliency(ds: xr.Dataset, out_dir, *, instrument: Mapping | None = None,
                   n_lines: int = 8) -> dict[str, Path]:
     """One figure per arm (`figA4_saliency_<arm>[_tag].png`): per label the median |normalised gradient|
     against wavelength, strong lines of the label's element marked (red ticks), Balmer lines (blue)."""
-    from .report import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     out_dir = Path(out_dir)
     labels = list(labels or ds["label"].values.tolist())
     wl = np.asarray(ds["wavelength"].values, dtype=float)
@@ -211,5 +208,5 @@ def plot_saliency(ds: xr.Dataset, out_dir, *, instrument: Mapping | None = None,
                      + (f" at S/N {ds.attrs['snr']:g}" if "snr" in ds.attrs else "")
                      + "; red ticks: strongest lines of the label's element, blue: Balmer (cf. Figs. A.4, A.5)", fontsize=10)
         name = f"figA4_saliency_{arm}" + (f"_{tag}" if tag else "")
-        paths[f"saliency_{arm}"] = _save(fig, out_dir / f"{name}.png")
+        paths[f"saliency_{arm}"] = save_figure(fig, out_dir / f"{name}.png")
     return paths

@@ -5,7 +5,7 @@ from ._common import add_cluster_options, add_overwrite, floats
 
 
 def register(sub):
-    from ..degrade import DEFAULT_SNR
+    from ..degradation import DEFAULT_SNR
 
     parser = sub.add_parser(
         "degrade",
@@ -30,7 +30,7 @@ def register(sub):
 
 
 def _run(args):
-    from ..degrade import PER_ANGSTROM, PER_PIXEL, degrade_store
+    from ..degradation import PER_ANGSTROM, PER_PIXEL, degrade_store
     from ._common import client_from_args
 
     with client_from_args(args) as client:

@@ -1,6 +1,6 @@
 """`gridkit evaluate`: the accuracy and calibration report of a trained cINN (cinn.evaluate.report.evaluate),
 and `gridkit evaluate bias`: the Eq. B.1 bias calibration of a catalog against reference labels
-(cinn.evaluate.bias.fit_bias_calibration), stored for `gridkit catalog calibrate`."""
+(catalogs.bias.fit_bias_calibration), stored for `gridkit catalog calibrate`."""
 from __future__ import annotations
 
 from ._common import floats, names
@@ -76,7 +76,7 @@ def _evaluate(args, model_dir, cube):
 def _bias(args, catalog, reference):
     from pathlib import Path
 
-    from cinn.evaluate.bias import fit_bias_calibration, write_calibration
+    from catalogs.bias import fit_bias_calibration, write_calibration
 
     from ..errors import ConfigError
 

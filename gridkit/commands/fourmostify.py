@@ -32,7 +32,8 @@ def register(sub):
 def _run(args):
     import xarray as xr
 
-    from ..degrade import PER_ANGSTROM, PER_PIXEL, format_ranges, fourmostify_store, missing_report
+    from ..degradation import PER_ANGSTROM, PER_PIXEL
+    from ..observed import format_ranges, fourmostify_store, missing_report
     from ._common import client_from_args
 
     with client_from_args(args) as client:

@@ -1,15 +1,8 @@
 """`gridkit synth`: labels (drawn from the prior, or a table) -> base grid, with a chosen backend."""
 from __future__ import annotations
 
-import argparse
-
+from ..synth.ranges import ARMS, DEFAULT_RANGES, DEFAULT_STEP, parse_ranges
 from ._common import add_cluster_options, add_overwrite
-
-
-def _range(text: str):
-    """'A B', 'A-B', 'A,B' or an arm name."""
-    parts = text.replace(",", " ").replace("-", " ").split() if text[:1].isdigit() else [text]
-    return parts[0] if len(parts) == 1 else (float(parts[0]), float(parts[1]))
 
 
 def register(sub):
@@ -26,8 +19,9 @@ def register(sub):
     src.add_argument("--labels", default=None, help="label table (CSV/ECSV/FITS) with the 13 label columns instead of the prior")
     wl = p.add_argument_group("wavelength grid")
     wl.add_argument("--wavelength-range", action="append", nargs="+", metavar="A B|ARM", default=None,
-                    help="a range 'A B' in Angstrom or an arm name (blue, green, red); repeatable (default: 5150-5740 and 6090-6800)")
-    wl.add_argument("--step", type=float, default=None, help="wavelength step in Angstrom (default 0.02)")
+                    help=f"a range 'A B' (or 'A-B') in Angstrom or an arm name ({', '.join(ARMS)}); repeatable "
+                         f"(default: {' and '.join(f'{lo:g}-{hi:g}' for lo, hi in DEFAULT_RANGES)})")
+    wl.add_argument("--step", type=float, default=None, help=f"wavelength step in Angstrom (default {DEFAULT_STEP:g})")
     be = p.add_argument_group("backend options")
     be.add_argument("--linelist", action="append", default=None, help="line list (repeatable; analytic: one CSV in its own format)")
     be.add_argument("--atmosphere", default=None, help="model atmospheres (turbospectrum only)")
@@ -36,20 +30,6 @@ def register(sub):
     add_overwrite(p)
     add_cluster_options(p, default_workers=0)
     p.set_defaults(func=_run)
-
-
-def _ranges(values):
-    if not values:
-        return None
-    out = []
-    for group in values:
-        if len(group) == 2:
-            out.append((float(group[0]), float(group[1])))
-        elif len(group) == 1:
-            out.append(_range(group[0]))
-        else:
-            raise argparse.ArgumentTypeError(f"--wavelength-range takes 'A B' or an arm name, got {' '.join(group)!r}")
-    return out
 
 
 def _run(args):
@@ -64,10 +44,8 @@ def _run(args):
     else:
         prior = synth.LabelPrior.from_file(args.prior) if args.prior else synth.LabelPrior()
         labels = synth.sample_labels(args.n_models, args.seed, prior)
-    try:
-        ranges = _ranges(args.wavelength_range)
-    except (ValueError, argparse.ArgumentTypeError) as exc:
-        raise ConfigError(f"--wavelength-range: {exc}") from None
+    # each occurrence of the option is one range: its words ('6700 6720', 'red', '6700-6720') as one string
+    ranges = parse_ranges([" ".join(group) for group in args.wavelength_range], "--wavelength-range") if args.wavelength_range else None
     backend = synth.get_backend(args.backend, wavelength_range=ranges, step=args.step, linelist=args.linelist, atmosphere=args.atmosphere)
     if args.labels is None and args.backend == "turbospectrum":  # the prior restricted to the MARCS coverage
         from ..synth.turbospectrum import sample_labels_within_coverage

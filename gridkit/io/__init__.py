@@ -1,7 +1,7 @@
 """Readers of spectra and label tables, registered in one place.
 
 - `read_spectrum(path, format=None) -> (wavelength [A] float64, flux float64, meta dict)`: the format from
-  `format` or the file's extension (`EXTENSIONS`): 'turbospectrum' (.spec), 'text' (.txt .dat .asc .csv),
+  `format` or the file's extension (`gridkit.io.formats.SPECTRUM_FORMATS`): 'turbospectrum' (.spec), 'text' (.txt .dat .asc .csv),
   'fits' (.fits .fit .fits.gz). Wavelengths must increase and be positive, fluxes finite (GridError otherwise).
 - `read_labels(path) -> {column: ndarray}`: a label table through astropy (CSV, ECSV, FITS, VOTable...).
 - `ingest(spec_files, labels_table, out, ...)`: spectra + labels -> base grid store (see gridkit.io.ingest).
@@ -16,22 +16,13 @@ import numpy as np
 from ..errors import ConfigError, GridError
 from ..schema import check_flux_finite, check_wavelength
 from .fits import read_fits, write_fits
+from .formats import SPECTRUM_FORMATS, TABLE_FORMATS, suffix
 from .text import read_text, write_text
 from .turbospectrum import read_spec
 
 #: format name -> reader(path) -> (wavelength, flux, meta)
 READERS: dict[str, Callable] = {"turbospectrum": read_spec, "text": read_text, "fits": read_fits}
-#: file extension -> format name
-EXTENSIONS = {".spec": "turbospectrum", ".txt": "text", ".dat": "text", ".asc": "text", ".csv": "text",
-              ".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".fit.gz": "fits"}
 from .ingest import ingest  # noqa: E402  (the function; binds over the submodule's name)
-
-_TABLE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".vot": "votable", ".xml": "votable"}
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return next((ext for ext in sorted(EXTENSIONS, key=len, reverse=True) if name.endswith(ext)), path.suffix.lower())
 
 
 def spectrum_format(path, format: str | None = None) -> str:
@@ -39,10 +30,10 @@ def spectrum_format(path, format: str | None = None) -> str:
         if format not in READERS:
             raise ConfigError(f"format must be one of {sorted(READERS)}, got {format!r}")
         return format
-    ext = _suffix(Path(path))
-    if ext not in EXTENSIONS:
+    ext = suffix(path, SPECTRUM_FORMATS)
+    if ext not in SPECTRUM_FORMATS:
         raise ConfigError(f"cannot tell the format of {path} from its extension {ext!r}; pass format= one of {sorted(READERS)}")
-    return EXTENSIONS[ext]
+    return SPECTRUM_FORMATS[ext]
 
 
 def read_spectrum(path, format: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -68,8 +59,8 @@ def read_labels(path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise GridError(f"label table {path} does not exist")
-    name = path.name.lower()
-    fmt = next((f for ext, f in _TABLE_FORMATS.items() if name.endswith(ext)), None)
+    ext = suffix(path, TABLE_FORMATS)
+    fmt = TABLE_FORMATS.get(ext)
     try:
         table = Table.read(path, format=fmt) if fmt else Table.read(path)
     except Exception as exc:  # noqa: BLE001
@@ -87,4 +78,4 @@ def read_labels(path) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["READERS", "EXTENSIONS", "read_spectrum", "read_labels", "ingest", "read_spec", "read_text", "read_fits", "write_text", "write_fits", "spectrum_format"]
+__all__ = ["READERS", "SPECTRUM_FORMATS", "TABLE_FORMATS", "read_spectrum", "read_labels", "ingest", "read_spec", "read_text", "read_fits", "write_text", "write_fits", "spectrum_format"]

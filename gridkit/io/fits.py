@@ -2,12 +2,16 @@
 
 Two layouts are read (the first HDU with data that fits):
 - a binary table with a wavelength column (wavelength, wave, lambda, lam; or loglam = log10 wavelength) and a
-  flux column (flux, flux_norm, normalised_flux), case-insensitive;
-- a 1-D image with a linear or log-linear wavelength WCS: CRVAL1, CDELT1 (or CD1_1), CRPIX1 (default 1);
-  log10 steps when CTYPE1 is 'WAVE-LOG' or DC-FLAG = 1; CUNIT1 'nm' or 'm' converted to Angstrom.
+  flux column (flux, flux_norm, normalised_flux), case-insensitive; the wavelength unit from the column's
+  TUNIT through astropy.units (none: Angstrom);
+- a 1-D image with a spectral world coordinate system, evaluated by astropy.wcs (CRVAL1, CDELT1 or CD1_1,
+  CRPIX1, CTYPE1 and CUNIT1 as the FITS standard defines them, e.g. CTYPE1 = 'WAVE-LOG' for logarithmic
+  sampling); the IRAF/SDSS convention DC-FLAG = 1 (the linear coordinate is log10 of the wavelength) too. An
+  image without CUNIT1 and without a standard spectral CTYPE1 is read in Angstrom, as such files are written.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,54 @@ from ..errors import GridError
 
 WAVE_COLUMNS = ("wavelength", "wave", "lambda", "lam", "loglam")
 FLUX_COLUMNS = ("flux", "flux_norm", "normalised_flux", "normalized_flux")
-_UNIT = {"angstrom": 1.0, "a": 1.0, "nm": 10.0, "um": 1e4, "m": 1e10, "": 1.0}
+
+
+def to_angstrom(values: np.ndarray, unit, where: str) -> np.ndarray:
+    """Wavelengths in `unit` (astropy unit or FITS unit text; empty: Angstrom) as Angstrom; GridError naming
+    `where` when the unit is not a length."""
+    import astropy.units as u
+
+    if unit is None or str(unit).strip() in ("", "1"):
+        return np.asarray(values, dtype=np.float64)
+    try:
+        return (np.asarray(values, dtype=np.float64) * u.Unit(unit)).to_value(u.AA)
+    except (ValueError, u.UnitConversionError) as exc:
+        raise GridError(f"{where}: wavelength unit {str(unit)!r} is not a length ({exc})") from None
+
+
+def _table(hdu, path: Path, k: int):
+    names = {n.lower(): n for n in hdu.columns.names}
+    wcol = next((names[n] for n in WAVE_COLUMNS if n in names), None)
+    fcol = next((names[n] for n in FLUX_COLUMNS if n in names), None)
+    if wcol is None or fcol is None:
+        return None
+    wl = np.asarray(hdu.data[wcol], dtype=np.float64).ravel()
+    flux = np.asarray(hdu.data[fcol], dtype=np.float64).ravel()
+    if wcol.lower() == "loglam":
+        wl = 10.0**wl
+    wl = to_angstrom(wl, hdu.columns[wcol].unit, f"{path} HDU {k} column {wcol}")
+    return wl, flux, {"format": "fits", "source": str(path), "hdu": k, "layout": "table", "units": "Angstrom"}
+
+
+def _image(hdu, path: Path, k: int):
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    h = hdu.header
+    flux = np.asarray(hdu.data).astype(np.float64).ravel()
+    if "CRVAL1" not in h or ("CDELT1" not in h and "CD1_1" not in h):
+        raise GridError(f"{path} HDU {k}: a 1-D image spectrum needs a wavelength WCS (CRVAL1 and CDELT1 or CD1_1)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)  # wcslib's notes on non-standard keywords of old files
+        try:
+            wcs = WCS(h, naxis=[1])
+        except Exception as exc:  # noqa: BLE001 - astropy raises several types for a broken WCS
+            raise GridError(f"{path} HDU {k}: the wavelength WCS is not readable: {' '.join(str(exc).split())}") from None
+    world = wcs.wcs_pix2world(np.arange(flux.size, dtype=np.float64), 0)[0]
+    if int(h.get("DC-FLAG", 0)) == 1:  # IRAF/SDSS: the linear coordinate is log10(wavelength)
+        world = 10.0**world
+    unit = wcs.wcs.cunit[0]
+    wl = to_angstrom(world, unit if str(unit) else None, f"{path} HDU {k} CUNIT1")
+    return wl, flux, {"format": "fits", "source": str(path), "hdu": k, "layout": "image", "units": "Angstrom"}
 
 
 def read_fits(path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -32,33 +83,13 @@ def read_fits(path) -> tuple[np.ndarray, np.ndarray, dict]:
             if hdu.data is None:
                 continue
             if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
-                names = {n.lower(): n for n in hdu.columns.names}
-                wcol = next((names[n] for n in WAVE_COLUMNS if n in names), None)
-                fcol = next((names[n] for n in FLUX_COLUMNS if n in names), None)
-                if wcol is None or fcol is None:
-                    continue
-                wl = np.asarray(hdu.data[wcol], dtype=np.float64).ravel()
-                flux = np.asarray(hdu.data[fcol], dtype=np.float64).ravel()
-                if wcol.lower() == "loglam":
-                    wl = 10.0**wl
-                unit = (hdu.columns[wcol].unit or "").strip().lower()
-                wl = wl * _UNIT.get(unit, 1.0)
-                return wl, flux, {"format": "fits", "source": str(path), "hdu": k, "layout": "table", "units": "Angstrom"}
+                found = _table(hdu, path, k)
+                if found is not None:
+                    return found
+                continue
             data = np.asarray(hdu.data)
             if data.ndim == 1 or (data.ndim == 2 and 1 in data.shape):
-                h = hdu.header
-                flux = data.astype(np.float64).ravel()
-                if "CRVAL1" not in h:
-                    raise GridError(f"{path} HDU {k}: a 1-D image spectrum needs a wavelength WCS (CRVAL1, CDELT1/CD1_1)")
-                step = h.get("CDELT1", h.get("CD1_1"))
-                if step is None:
-                    raise GridError(f"{path} HDU {k}: no CDELT1 or CD1_1 wavelength step")
-                pix = np.arange(flux.size) + 1 - float(h.get("CRPIX1", 1.0))
-                x = float(h["CRVAL1"]) + float(step) * pix
-                log = str(h.get("CTYPE1", "")).upper().startswith("WAVE-LOG") or int(h.get("DC-FLAG", 0)) == 1
-                wl = 10.0**x if log else x
-                wl = wl * _UNIT.get(str(h.get("CUNIT1", "")).strip().lower(), 1.0)
-                return wl, flux, {"format": "fits", "source": str(path), "hdu": k, "layout": "image", "units": "Angstrom"}
+                return _image(hdu, path, k)
     raise GridError(f"{path} holds no 1-D spectrum: no table with columns {WAVE_COLUMNS}/{FLUX_COLUMNS} and no 1-D image")
 
 

@@ -23,13 +23,13 @@ import xarray as xr
 
 from .. import store as _store
 from ..errors import GridError, StoreError
-from ..schema import FLUX_ATTRS, LABEL_NAMES, MODEL, WAVELENGTH, check_labels, label_attrs, wavelength_attrs
+from ..schema import FLUX_ATTRS, LABEL_NAMES, MODEL, WAVELENGTH, check_labels, label_variables, wavelength_attrs
 
 ID_COLUMNS = ("file", "filename", "spectrum", "id")
 
 
 def _files(spec_files) -> list[Path]:
-    from . import EXTENSIONS, _suffix
+    from .formats import SPECTRUM_FORMATS, suffix
 
     if isinstance(spec_files, (str, Path)):
         spec_files = [spec_files]
@@ -37,9 +37,9 @@ def _files(spec_files) -> list[Path]:
     for item in spec_files:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and _suffix(f) in EXTENSIONS)
+            found = sorted(f for f in p.iterdir() if f.is_file() and suffix(f, SPECTRUM_FORMATS) in SPECTRUM_FORMATS)
             if not found:
-                raise GridError(f"spec_files: directory {p} holds no spectrum files ({', '.join(sorted(EXTENSIONS))})")
+                raise GridError(f"spec_files: directory {p} holds no spectrum files ({', '.join(sorted(SPECTRUM_FORMATS))})")
             out.extend(found)
         elif not p.is_file():
             raise GridError(f"spec_files: {p} does not exist")
@@ -96,6 +96,39 @@ class _IngestRegion:
         return xr.Dataset({"flux": ((MODEL, WAVELENGTH), flux)}, coords={MODEL: self.model_ids[sl]})
 
 
+def _labels(files: list[Path], table: Mapping[str, np.ndarray], source, id_column, required_labels) -> dict[str, np.ndarray]:
+    """The label columns of `table` (default labels and `required_labels`), one row per file, finite."""
+    rows = _match(files, table, id_column)
+    missing = [c for c in required_labels if c not in table]
+    if missing:
+        raise GridError(f"label table {source} lacks label column(s) {missing} (it has {sorted(table)})")
+    labels = {}
+    for c in (c for c in table if c in LABEL_NAMES or c in required_labels):
+        try:
+            labels[c] = np.asarray(table[c], dtype=np.float64)[rows]
+        except ValueError:
+            raise GridError(f"label column {c!r} of {source} is not numeric") from None
+        bad = np.flatnonzero(~np.isfinite(labels[c]))
+        if bad.size:
+            raise GridError(f"label {c!r} is missing or NaN for {bad.size} spectrum/spectra, first {files[bad[0]].name}")
+    return check_labels(labels, len(files), required=required_labels)
+
+
+def _common_wavelength(files: list[Path], format: str | None) -> np.ndarray:
+    """The wavelength grid every spectrum shares (to 1e-6 A), read from each file."""
+    from . import read_spectrum
+
+    wl0 = None
+    for f in files:
+        wl, _, _ = read_spectrum(f, format)
+        if wl0 is None:
+            wl0 = wl
+        elif wl.shape != wl0.shape or not np.allclose(wl, wl0, rtol=0, atol=1e-6):
+            detail = f"{wl.size} vs {wl0.size} points" if wl.shape != wl0.shape else f"first difference at index {int(np.flatnonzero(~np.isclose(wl, wl0, rtol=0, atol=1e-6))[0])}"
+            raise GridError(f"all spectra must share one wavelength grid; {f.name} differs from {files[0].name} ({detail})")
+    return wl0
+
+
 def ingest(
     spec_files: Sequence | str | Path,
     labels_table,
@@ -117,7 +150,7 @@ def ingest(
     The labels are the table's columns named like the default labels (all of `required_labels` must be there,
     finite); an existing `out` is refused unless overwrite=True. Returns `out`.
     """
-    from . import read_labels, read_spectrum
+    from . import read_labels
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -126,33 +159,8 @@ def ingest(
     table = read_labels(labels_table) if isinstance(labels_table, (str, Path)) else {k: np.asarray(v) for k, v in labels_table.items()}
     if not table:
         raise GridError(f"label table {labels_table} has no columns")
-    rows = _match(files, table, id_column)
-    names = [c for c in table if c in LABEL_NAMES or c in required_labels]
-    missing = [c for c in required_labels if c not in table]
-    if missing:
-        raise GridError(f"label table {labels_table} lacks label column(s) {missing} (it has {sorted(table)})")
-    labels = {}
-    for c in names:
-        try:
-            labels[c] = np.asarray(table[c], dtype=np.float64)[rows]
-        except ValueError:
-            raise GridError(f"label column {c!r} of {labels_table} is not numeric") from None
-    bad = {c: np.flatnonzero(~np.isfinite(v)) for c, v in labels.items()}
-    for c, idx in bad.items():
-        if idx.size:
-            raise GridError(f"label {c!r} is missing or NaN for {idx.size} spectrum/spectra, first {files[idx[0]].name}")
-    labels = check_labels(labels, len(files), required=required_labels)
-
-    # read and check every spectrum before writing anything
-    wl0 = None
-    for f in files:
-        wl, _, _ = read_spectrum(f, format)
-        if wl0 is None:
-            wl0 = wl
-        elif wl.shape != wl0.shape or not np.allclose(wl, wl0, rtol=0, atol=1e-6):
-            detail = f"{wl.size} vs {wl0.size} points" if wl.shape != wl0.shape else f"first difference at index {int(np.flatnonzero(~np.isclose(wl, wl0, rtol=0, atol=1e-6))[0])}"
-            raise GridError(f"all spectra must share one wavelength grid; {f.name} differs from {files[0].name} ({detail})")
-
+    labels = _labels(files, table, labels_table, id_column, required_labels)
+    wl0 = _common_wavelength(files, format)  # every spectrum read and checked before anything is written
     import dask.array as da
 
     n = len(files)
@@ -163,11 +171,7 @@ def ingest(
          "source_file": ((MODEL,), np.array([f.name for f in files], dtype=object), {"long_name": "source spectrum file"})},
         coords={MODEL: (MODEL, model_ids, {"long_name": "model id"}), WAVELENGTH: (WAVELENGTH, wl0, wavelength_attrs(medium))},
     )
-    for c in sorted(labels, key=lambda k: (LABEL_NAMES.index(k) if k in LABEL_NAMES else 99, k)):
-        a = label_attrs(c)
-        if c not in LABEL_NAMES:
-            a["role"] = "label"
-        template[c] = ((MODEL,), labels[c], a)
+    template = template.assign(label_variables(labels))
     template.attrs.update({
         "resolving_power": float(resolving_power),
         "generator": "gridkit ingest",

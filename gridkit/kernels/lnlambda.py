@@ -38,14 +38,6 @@ def is_uniform_lnlambda(wavelength: np.ndarray, rtol: float = 1e-6) -> bool:
     return bool(np.all(np.abs(d - d.mean()) <= rtol * abs(d.mean())))
 
 
-def lnlambda_grid(wl_min: float, wl_max: float, dlnlam: float) -> np.ndarray:
-    """A uniform ln(lambda) grid from wl_min that reaches at least wl_max, step `dlnlam` (Angstrom out)."""
-    if not (wl_min > 0 and wl_max > wl_min and dlnlam > 0):
-        raise ValueError(f"need 0 < wl_min < wl_max and dlnlam > 0, got {wl_min}, {wl_max}, {dlnlam}")
-    n = int(math.ceil(math.log(wl_max / wl_min) / dlnlam - 1e-9)) + 1
-    return wl_min * np.exp(np.arange(n) * dlnlam)
-
-
 def finest_dlnlam(wavelength: np.ndarray) -> float:
     """The smallest relative step d lambda / lambda of an axis: a ln(lambda) step that loses no resolution."""
     wl = np.asarray(wavelength, dtype=np.float64)

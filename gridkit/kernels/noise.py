@@ -27,9 +27,13 @@ def snr_per_pixel(snr: np.ndarray, pixel_width: np.ndarray, convention: str = PE
 
 def apply_noise(flux: np.ndarray, snr_pixel: np.ndarray, draws: np.ndarray) -> np.ndarray:
     """flux (..., n) + draws * flux / snr_pixel, broadcasting: draws are standard-normal deviates of the
-    output's shape, snr_pixel the S/N per pixel (broadcastable). sigma = |flux| / snr_pixel."""
-    flux = np.asarray(flux, dtype=np.float64)
-    return flux + np.asarray(draws, dtype=np.float64) * np.abs(flux) / np.asarray(snr_pixel, dtype=np.float64)
+    output's shape, snr_pixel the S/N per pixel (broadcastable). sigma = |flux| / snr_pixel.
+
+    Computed in the inputs' common precision (float32 inputs stay float32: the training loader draws noise
+    on the fly for millions of spectra; the stored cube's float64)."""
+    dtype = np.result_type(np.asarray(flux).dtype, np.asarray(draws).dtype, np.asarray(snr_pixel).dtype, np.float32)
+    flux = np.asarray(flux, dtype=dtype)
+    return flux + np.asarray(draws, dtype=dtype) * np.abs(flux) / np.asarray(snr_pixel, dtype=dtype)
 
 
 def quadrature_snr(target: np.ndarray, existing: np.ndarray | float) -> np.ndarray:

@@ -4,6 +4,7 @@
 - `AnalyticSynthesizer`: the built-in, fast, simplified analytic model (tests and demos; not radiative transfer).
 - `sample_labels(n, seed, prior)`, `LabelPrior`: the FGK label prior of the published training set.
 - `BACKENDS` / `get_backend(name, **options)`: 'analytic' and 'turbospectrum' (imported lazily).
+- `parse_ranges(ranges)`, `ARMS`, `DEFAULT_RANGES`, `DEFAULT_STEP`: the wavelength ranges both backends compute.
 - `drop_failed(ds)`, `model_failures(path)`: models that were skipped or failed.
 """
 from __future__ import annotations
@@ -12,10 +13,11 @@ import importlib
 from typing import Callable
 
 from ..errors import ConfigError
-from .analytic import ARMS, DEFAULT_RANGES, DEFAULT_STEP, AnalyticSynthesizer
+from .analytic import AnalyticSynthesizer
 from .api import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, SynthesisReport, drop_failed, model_failures, synthesize
 from .base import SynthesisSkipped, Synthesizer
 from .prior import LabelPrior, sample_labels
+from .ranges import ARMS, DEFAULT_RANGES, DEFAULT_STEP, parse_ranges
 
 
 def _analytic(*, wavelength_range=None, step=None, linelist=None, atmosphere=None, **unknown) -> AnalyticSynthesizer:
@@ -54,5 +56,5 @@ def get_backend(name: str, **options) -> Synthesizer:
 __all__ = [
     "synthesize", "AnalyticSynthesizer", "LabelPrior", "sample_labels", "BACKENDS", "get_backend", "drop_failed",
     "model_failures", "SynthesisReport", "SynthesisSkipped", "Synthesizer", "STATUS_OK", "STATUS_SKIPPED", "STATUS_FAILED",
-    "ARMS", "DEFAULT_RANGES", "DEFAULT_STEP",
+    "ARMS", "DEFAULT_RANGES", "DEFAULT_STEP", "parse_ranges",
 ]

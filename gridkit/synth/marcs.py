@@ -27,7 +27,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,10 +255,3 @@ def _tail(path: Path, n: int = 6) -> str:
     except OSError:
         return "(no log)"
     return " | ".join(lines[-n:])
-
-
-def time_call(fn, *args, **kwargs):
-    """(result, seconds) of fn(*args, **kwargs)."""
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0

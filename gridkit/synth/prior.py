@@ -25,8 +25,10 @@ import numpy as np
 from ..errors import ConfigError
 from ..schema import LABEL_NAMES
 from ..store import rng_for
+from .atomic import SOLAR_ABUNDANCES
 
-A_LI_SUN = 1.05
+#: A_sun(Li): the prior draws A(Li) and stores li_fe relative to it, as the backends read it
+A_LI_SUN = SOLAR_ABUNDANCES["Li"].a_sun
 Range = tuple[float, float]
 
 

@@ -16,8 +16,9 @@ Abundances (Grevesse et al. 2007 solar, Turbospectrum's default): every element 
 (O, Ne, S, Ar follow [Fe/H]). vmic is the microturbulence given to babsma and bsyn (XIFIX).
 
 The programs are found in the Turbospectrum home: the `home=` argument, else `$GRIDKIT_TURBOSPECTRUM`, else
-`~/.cache/gridkit/turbospectrum`; `make turbospectrum` builds it. The instance holds only its configuration
-(picklable, cheap to ship to Dask workers); the MARCS index and line-list checks are made lazily per process.
+`${XDG_CACHE_HOME:-~/.cache}/gridkit/turbospectrum`, where `make turbospectrum` builds them by default. The
+instance holds only its configuration (picklable, cheap to ship to Dask workers); the MARCS index and line-list
+checks are made lazily per process.
 """
 from __future__ import annotations
 
@@ -34,54 +35,46 @@ import numpy as np
 
 from ..errors import BackendError, ConfigError
 from . import ts_linelist
+from .atomic import ABUNDANCE_LABELS, SOLAR_ABUNDANCES
 from .base import SynthesisSkipped
 from .marcs import Atmosphere, MarcsGrid, _tail
+from .ranges import DEFAULT_RANGES, DEFAULT_STEP, parse_ranges
 
 ENV_HOME = "GRIDKIT_TURBOSPECTRUM"
-DEFAULT_HOME = "~/.cache/gridkit/turbospectrum"
-INSTALL_HINT = "build them with `make turbospectrum` in the gridkit checkout (then GRIDKIT_TURBOSPECTRUM=$PWD/.cache/turbospectrum)"
+#: the default home, as the Makefile's TS_HOME computes it (see `default_home`)
+DEFAULT_HOME = "${XDG_CACHE_HOME:-~/.cache}/gridkit/turbospectrum"
+INSTALL_HINT = (f"build them with `make turbospectrum` in the gridkit checkout (into the default home {DEFAULT_HOME}; "
+                f"built elsewhere with TS_HOME=DIR, set {ENV_HOME}=DIR)")
 PROGRAMS = ("babsma_lu", "bsyn_lu", "interpol_modeles")
 
-#: Grevesse, Asplund & Sauval (2007) solar abundances as in Turbospectrum's makeabund.f (A(H) = 12).
-SOLAR_ABUNDANCES = {"H": 12.00, "He": 10.93, "Li": 1.05, "C": 8.39, "N": 7.78, "O": 8.66, "Mg": 7.53, "Si": 7.51, "Ca": 6.31, "Ti": 4.90, "Mn": 5.39, "Fe": 7.45}
-#: label -> (element, atomic number) of the individual abundances A(X) = A_sun(X) + [Fe/H] + [X/Fe].
-ABUNDANCE_LABELS = {
-    "li_fe": ("Li", 3),
-    "c_fe": ("C", 6),
-    "n_fe": ("N", 7),
-    "mg_fe": ("Mg", 12),
-    "si_fe": ("Si", 14),
-    "ca_fe": ("Ca", 20),
-    "ti_fe": ("Ti", 22),
-    "mn_fe": ("Mn", 25),
-}
 #: labels whose mean chooses the atmosphere's [alpha/M] plane.
 ALPHA_LABELS = ("mg_fe", "si_fe", "ca_fe", "ti_fe")
 REQUIRED_LABELS = ("teff", "logg", "feh", "vmic")
-
-#: 4MOST high-resolution arms (Angstrom, air), with the margins of the shared tsgrid-lte grid for green/red.
-ARMS = {"blue": (3916.0, 4365.0), "green": (5150.0, 5740.0), "red": (6090.0, 6800.0)}
-#: default: the green and red arms at 0.02 A, like the shared tsgrid-lte grid.
-DEFAULT_RANGES = ("green", "red")
-DEFAULT_STEP = 0.02
+#: the most points per wavelength range: a guard against a mistyped step, far beyond any real grid
+MAX_POINTS = 5_000_000
 
 
 def default_home() -> Path:
-    return Path(os.environ.get(ENV_HOME) or DEFAULT_HOME).expanduser()
+    """$GRIDKIT_TURBOSPECTRUM, else ${XDG_CACHE_HOME:-~/.cache}/gridkit/turbospectrum: where the Makefile's
+    `make turbospectrum` builds by default (its TS_HOME is computed the same way), so no variable is needed."""
+    if os.environ.get(ENV_HOME):
+        return Path(os.environ[ENV_HOME]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "gridkit" / "turbospectrum"
 
 
 class TurbospectrumSynthesizer:
     """Turbospectrum v20 synthesis backend (see the module docstring for the recipe).
 
-    wavelength_ranges: [(start, stop), ...] in Angstrom (air), or arm names ("green", "red", "blue");
-        each range is computed from start to stop inclusive at `step`. Ranges must not overlap.
+    wavelength_ranges: [(start, stop), ...] in Angstrom (air), or arm names ("green", "red", "blue"), as
+        `gridkit.synth.ranges.parse_ranges` reads them; each range is computed from start to stop inclusive at
+        `step`. Ranges must not overlap.
     step: wavelength step in Angstrom.
     linelists: Turbospectrum-format line lists replacing the default Gaia-ESO list (Hlinedata is always
         added unless hydrogen_lines=False).
     atmosphere: a MARCS model (binary or text) to use for every model instead of interpolating the grid
         (single syntheses, e.g. the official benchmark); `spherical` says its geometry (default: from the
         model's name: 's...' spherical, otherwise plane-parallel).
-    home: the Turbospectrum home (default $GRIDKIT_TURBOSPECTRUM or ~/.cache/gridkit/turbospectrum).
+    home: the Turbospectrum home (default: `default_home()`).
     scratch_dir: where per-model scratch directories go (default: the system temporary directory).
     keep_scratch: keep the scratch directories (for debugging).
     timeout: seconds allowed to each program run.
@@ -115,7 +108,8 @@ class TurbospectrumSynthesizer:
         self.step = float(step)
         if not (math.isfinite(self.step) and self.step > 0):
             raise ConfigError(f"step must be a positive number of Angstrom, got {step!r}")
-        self.wavelength_ranges = _parse_ranges(wavelength_ranges, self.step)
+        self.wavelength_ranges = parse_ranges(wavelength_ranges, "wavelength_ranges")
+        _check_point_count(self.wavelength_ranges, self.step)
         self.home = Path(home).expanduser().resolve() if home is not None else default_home().resolve()
         self.linelists = tuple(str(Path(p).expanduser().resolve()) for p in linelists) if linelists else None
         for i, p in enumerate(self.linelists or ()):
@@ -191,7 +185,7 @@ class TurbospectrumSynthesizer:
         if missing:
             raise BackendError(
                 f"Turbospectrum programs {', '.join(missing)} not found in {self.home / 'bin'} "
-                f"(home from {'the home argument' if self._home_given() else ENV_HOME + ' or the default ' + DEFAULT_HOME}); {INSTALL_HINT}"
+                f"(home from {self._home_origin()}); {INSTALL_HINT}"
             )
         if not (self.home / "DATA" / "Hlinedata").exists():
             raise BackendError(f"Turbospectrum data folder {self.home / 'DATA'} is missing; {INSTALL_HINT}")
@@ -213,8 +207,10 @@ class TurbospectrumSynthesizer:
         ok = np.isfinite(teff) & np.isfinite(logg) & np.isfinite(feh)
         return np.array([bool(ok[i]) and grid.covers(teff[i], logg[i], feh[i], float(alpha[i])) for i in range(teff.size)], dtype=bool)
 
-    def _home_given(self) -> bool:
-        return self.home != default_home().resolve()
+    def _home_origin(self) -> str:
+        if self.home != default_home().resolve():
+            return "the home argument"
+        return f"${ENV_HOME}" if os.environ.get(ENV_HOME) else f"the default {DEFAULT_HOME}"
 
     def marcs_grid(self) -> MarcsGrid:
         if self._grid is None:
@@ -355,7 +351,7 @@ def _bsyn_input(atm: Atmosphere, lab: dict, abundances: dict[int, float], a: flo
 
 def _abundances(lab: dict) -> dict[int, float]:
     """{atomic number: A(X)} of the individual abundances: A_sun(X) + [Fe/H] + [X/Fe]."""
-    return {z: SOLAR_ABUNDANCES[el] + lab["feh"] + lab.get(name, 0.0) for name, (el, z) in ABUNDANCE_LABELS.items()}
+    return {SOLAR_ABUNDANCES[el].z: SOLAR_ABUNDANCES[el].a_sun + lab["feh"] + lab.get(name, 0.0) for name, el in ABUNDANCE_LABELS.items()}
 
 
 def _check_labels(labels: Mapping[str, float]) -> dict:
@@ -376,35 +372,12 @@ def _check_labels(labels: Mapping[str, float]) -> dict:
     return lab
 
 
-def _parse_ranges(ranges, step: float) -> tuple[tuple[float, float], ...]:
-    if isinstance(ranges, str):
-        ranges = [ranges]
-    ranges = list(ranges)
-    if len(ranges) == 2 and all(isinstance(x, (int, float, np.integer, np.floating)) for x in ranges):
-        ranges = [tuple(ranges)]  # one (start, stop) pair
-    out = []
-    for i, r in enumerate(ranges):
-        if isinstance(r, str):
-            if r.lower() not in ARMS:
-                raise ConfigError(f"wavelength_ranges[{i}] = {r!r} is not an arm name ({', '.join(ARMS)}) or a (start, stop) pair")
-            a, b = ARMS[r.lower()]
-        else:
-            try:
-                a, b = (float(x) for x in r)
-            except (TypeError, ValueError):
-                raise ConfigError(f"wavelength_ranges[{i}] = {r!r} must be a (start, stop) pair in Angstrom or an arm name") from None
-        if not (math.isfinite(a) and math.isfinite(b) and 0 < a < b):
-            raise ConfigError(f"wavelength_ranges[{i}] = ({a}, {b}) must satisfy 0 < start < stop (Angstrom)")
-        if (b - a) / step > 5_000_000:
-            raise ConfigError(f"wavelength_ranges[{i}] = ({a}, {b}) at step {step} A gives more than 5e6 points")
-        out.append((a, b))
-    out.sort()
-    for (a0, b0), (a1, b1) in zip(out, out[1:]):
-        if a1 <= b0:
-            raise ConfigError(f"wavelength_ranges overlap: ({a0}, {b0}) and ({a1}, {b1})")
-    if not out:
-        raise ConfigError("wavelength_ranges is empty")
-    return tuple(out)
+def _check_point_count(ranges, step: float) -> None:
+    """Refuse a range that `step` would cut into more than MAX_POINTS points (the backend's own limit, on top of
+    the ranges' checks in `parse_ranges`)."""
+    for a, b in ranges:
+        if (b - a) / step > MAX_POINTS:
+            raise ConfigError(f"wavelength_ranges: ({a}, {b}) at step {step} A gives more than {MAX_POINTS:,} points")
 
 
 def _range_grid(a: float, b: float, step: float) -> np.ndarray:

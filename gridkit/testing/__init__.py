@@ -1,0 +1,55 @@
+"""Helpers for testing code that writes gridkit stores (the project's tests use them; so can a user's).
+
+- `store_differences(a, b)`: how two Zarr stores differ, chunk file by chunk file and attribute by attribute
+- `assert_stores_identical(a, b)`: raise AssertionError listing the differences (resume = uninterrupted, a
+  refactoring that must not change a byte, ...)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from ..store import RECORD_GROUP
+
+#: attributes that name when, where or how a store was made, not what it holds
+VOLATILE_ATTRS = ("created", "date_created", "command", "model_dir", "survey", "source")
+
+
+def _files(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*") if p.is_file() and RECORD_GROUP not in p.relative_to(root).parts}
+
+
+def store_differences(a, b, *, ignore_attrs: Iterable[str] = VOLATILE_ATTRS) -> list[str]:
+    """Every difference between the Zarr stores `a` and `b`: files present in one only, chunk files whose bytes
+    differ, and metadata (zarr.json) that differs once the attributes `ignore_attrs` are set aside. The
+    completion record (`_gridkit`) is not compared: it holds times."""
+    a, b = Path(a), Path(b)
+    ignore = set(ignore_attrs)
+    fa, fb = _files(a), _files(b)
+    out = [f"only in {a}: {f}" for f in sorted(fa - fb)] + [f"only in {b}: {f}" for f in sorted(fb - fa)]
+    for rel in sorted(fa & fb):
+        x, y = (a / rel).read_bytes(), (b / rel).read_bytes()
+        if rel.name != "zarr.json":
+            if x != y:
+                out.append(f"chunk {rel} differs")
+            continue
+        ja, jb = json.loads(x), json.loads(y)
+        attrs_a, attrs_b = ja.pop("attributes", {}) or {}, jb.pop("attributes", {}) or {}
+        if ja != jb:
+            out.append(f"array metadata {rel} differs")
+        for key in sorted((set(attrs_a) | set(attrs_b)) - ignore):
+            if attrs_a.get(key) != attrs_b.get(key):
+                out.append(f"attribute {key!r} of {rel.parent or '/'} differs: {attrs_a.get(key)!r} != {attrs_b.get(key)!r}")
+    return out
+
+
+def assert_stores_identical(a, b, *, ignore_attrs: Iterable[str] = VOLATILE_ATTRS) -> None:
+    """AssertionError listing (up to 20 of) the differences between two stores, if any."""
+    diff = store_differences(a, b, ignore_attrs=ignore_attrs)
+    if diff:
+        more = f"\n... and {len(diff) - 20} more" if len(diff) > 20 else ""
+        raise AssertionError(f"stores {a} and {b} differ in {len(diff)} place(s):\n" + "\n".join(diff[:20]) + more)
+
+
+__all__ = ["store_differences", "assert_stores_identical", "VOLATILE_ATTRS"]

@@ -82,10 +82,10 @@ def test_fast_path_gives_the_same_maps_as_the_straightforward_loop(post, some):
     between two samples whose densities tie to float32 rounding, which we check does not happen here)."""
     flux, snr, _ = some
     f = flux.values.astype(np.float32)
-    y, lq = post._sample_flow(f, snr, np.arange(12), 512, 3)
+    samples, lq = post.sample(f, snr, n=512, seed=3, return_log_q=True)
     ds = post.summarize(f, snr, n=512, seed=3)
     maps, lq_ref, idx_ref = reference_summarize(post, f, snr, n=512, seed=3, return_index=True)
-    idx = cinn.posterior.map_index(lq, post._inside(post.label_transform.inverse(y)))
+    idx = cinn.posterior.map_index(lq, post.in_bounds(samples))
     np.testing.assert_allclose(lq, lq_ref, rtol=0, atol=2e-4)  # log densities of the same draws, float32 rounding
     np.testing.assert_array_equal(idx, idx_ref)
     assert np.all(idx >= 0)
@@ -101,7 +101,7 @@ def test_sample_shape_and_log_prob_agree_with_the_sampler(post, some):
     lp = post.log_prob(s, flux.values[:3], snr[:3])
     assert lp.shape == (3, 64) and np.all(np.isfinite(lp))
     # log p in physical units = flow density in y + log|dy/dlabel|: recompute via the sampler's own log q
-    y, lq = post._sample_flow(flux.values[:3].astype(np.float32), snr[:3], np.arange(3), 64, 2)
+    _, lq = post.sample(flux.values[:3], snr[:3], n=64, seed=2, return_log_q=True)
     expected = lq + post.label_transform.log_abs_det_forward(s)
     np.testing.assert_allclose(lp, expected, atol=2e-3)
     # the trained posterior puts more density at the true labels than at the truth with Teff 1000 K off
@@ -110,6 +110,37 @@ def test_sample_shape_and_log_prob_agree_with_the_sampler(post, some):
     off[:, 0] += 1000.0
     lp_true, lp_off = post.log_prob(truth[:3], flux.values[:3], snr[:3]), post.log_prob(off, flux.values[:3], snr[:3])
     assert lp_true.shape == (3,) and np.all(lp_true > lp_off + 2.0)
+
+
+def test_map_estimate_of_the_samples_is_the_map_of_summarize(post, some):
+    """The one MAP rule: the public draws with their flow density give, through map_estimate, bit for bit the MAP
+    that summarize writes (what evaluation relies on: samples and MAP from the same draws)."""
+    flux, snr, _ = some
+    keys = np.arange(20, 32)
+    samples, log_q = post.sample(flux.values, snr, n=96, seed=4, keys=keys, return_log_q=True)
+    assert samples.shape == (12, 96, 13) and log_q.shape == (12, 96)
+    np.testing.assert_array_equal(samples, post.sample(flux.values, snr, n=96, seed=4, keys=keys))
+    ds = post.summarize(flux.values, snr, n=96, seed=4, keys=keys)
+    np.testing.assert_array_equal(post.map_estimate(samples, log_q), np.stack([ds[n].values for n in LABEL_NAMES], axis=1))
+    # the MAP is the densest sample inside the training bounds; no sample inside: NaN
+    outside = samples.copy()
+    outside[0, :, 0] = post.bounds[0, 1] + 1.0
+    inside = post.in_bounds(outside)
+    assert not inside[0].any() and inside[1:].any(axis=1).all()
+    maps = post.map_estimate(outside, log_q)
+    assert np.isnan(maps[0]).all() and np.isfinite(maps[1:]).all()
+    j = np.argmax(np.where(inside[1], log_q[1], -np.inf))
+    np.testing.assert_array_equal(maps[1], outside[1, j])
+
+
+def test_check_inputs_returns_what_the_network_gets(post, some):
+    flux, snr, _ = some
+    values, s = post.check_inputs(flux, 60.0)
+    assert values.dtype == np.float32 and values.shape == flux.shape
+    np.testing.assert_array_equal(values, flux.values.astype(np.float32))
+    np.testing.assert_array_equal(s, np.full(12, 60.0))
+    with pytest.raises(GridError, match="fourmostify"):
+        post.check_inputs(flux.assign_coords(wavelength=flux.wavelength.values + 0.1), snr)
 
 
 def test_bad_inputs_are_clear_errors(post, some):

@@ -25,7 +25,7 @@ TINY = dict(n_blocks=4, subnet_width=64, subnet_layers=3, feature_layers=[128, 6
 
 
 def build_cube(folder, n_models: int = N_MODELS, snr=SNR, seed: int = 3):
-    from gridkit.degrade import degrade_store
+    from gridkit.degradation import degrade_store
     from gridkit.synth import AnalyticSynthesizer, sample_labels, synthesize
 
     syn = AnalyticSynthesizer(wavelength_range=((6090.0, 6170.0),), step=0.02)

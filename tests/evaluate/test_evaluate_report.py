@@ -142,7 +142,7 @@ def test_ppc_rebuilds_turbospectrum_for_the_shared_grid_and_reproduces_a_model(s
     """The shared Turbospectrum grid: the PPC's generator (rebuilt from the grid's attrs) re-simulates one of its
     models at the model's labels, through the 4MOST HR chain, onto the degraded grid spectrum (noise-free)."""
     from cinn.evaluate.ppc import generator_from_attrs, resimulate
-    from gridkit.degrade import degrade
+    from gridkit.degradation import degrade
     from gridkit.schema import LABEL_NAMES
 
     grid = xr.open_zarr(shared_data / "tsgrid-lte" / "grid.zarr", consolidated=False)

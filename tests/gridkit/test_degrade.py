@@ -15,7 +15,8 @@ from gridkit.errors import ConfigError, GridError, StoreError
 from gridkit.kernels import rebin as kr
 from gridkit.schema import LABEL_NAMES
 
-D = importlib.import_module("gridkit.degrade")  # the module (gridkit.degrade is the function)
+D = importlib.import_module("gridkit.degradation")
+J = importlib.import_module("gridkit.degradation.jobs")
 LINES = (5170.0, 5400.0, 5720.0, 6110.0, 6500.0, 6780.0)
 
 
@@ -96,19 +97,19 @@ def test_store_resume_equals_uninterrupted(tmp_path, monkeypatch):
     np.testing.assert_array_equal(got.flux.values, direct.flux.values)
     assert got.flux.encoding["chunks"] == (2, 2, 25_200)
     # interrupt: region 1 fails, is recorded; rerun resumes and writes the same bytes
-    real = D.DegradeRegion.__call__
+    real = J.DegradeRegion.__call__
 
     def flaky(self, i, sl):
         if i == 1:
             raise RuntimeError("node lost")
         return real(self, i, sl)
 
-    monkeypatch.setattr(D.DegradeRegion, "__call__", flaky)
+    monkeypatch.setattr(J.DegradeRegion, "__call__", flaky)
     with pytest.raises(StoreError, match="1 region"):
         D.degrade_store(src, tmp_path / "b.zarr", snr=[12, 250], region_size=2, progress=False, on_error="record")
     with pytest.raises(StoreError, match="incomplete"):
         gridkit.open_grid(tmp_path / "b.zarr")
-    monkeypatch.setattr(D.DegradeRegion, "__call__", real)
+    monkeypatch.setattr(J.DegradeRegion, "__call__", real)
     D.degrade_store(src, tmp_path / "b.zarr", snr=[12, 250], region_size=2, progress=False)
     np.testing.assert_array_equal(gridkit.open_grid(tmp_path / "b.zarr").flux.values, got.flux.values)
 
@@ -227,3 +228,25 @@ def test_open_grid_reads_the_shared_scaled_integer_grid(shared_data):
     assert np.isfinite(few).all() and 0 < few.min() and few.max() <= 1.32  # decoded normalised flux
     cube = gridkit.degrade(grid.isel(model=[0, 400, 804]), snr=[50])
     assert cube.flux.shape == (3, 1, 25_200) and np.isfinite(cube.flux.values).all()
+
+
+def test_chain_recorded_as_steps_and_repeated_from_them():
+    """The chain is provenance a program can read: `degrade_steps` lists each step with its parameters, and
+    `chain_options` turns them back into the options that repeat the same chain bit for bit on other spectra."""
+    import json
+
+    ds = base_grid(n=2)
+    opts = dict(intermediate_resolving_power=None, working_step=0.02, limb_darkening=0.3, arms="green")
+    cube = gridkit.degrade(ds, snr=[50.0], seed=3, **opts)
+    steps = json.loads(cube.attrs[D.STEPS_ATTR])
+    assert [s["op"] for s in steps] == ["rebin", "rotate", "to_resolution", "rebin", "add_noise"]
+    assert steps[0]["max_step_angstrom"] == 0.02 and steps[1]["limb_darkening"] == 0.3 and steps[1]["vbroad"] == "label"
+    assert steps[2] == {"op": "to_resolution", "resolving_power": 20000.0, "input_resolving_power": None}  # null: unbroadened
+    assert steps[4]["snr"] == [50.0] and steps[4]["seed"] == 3
+    assert cube.attrs["degrade_chain"].startswith("ln-lambda grid of <= 0.02 A -> rotation (Gray, limb darkening 0.3) -> R=20000")
+    again = D.chain_options(cube.attrs)
+    assert again["intermediate_resolving_power"] is None and again["working_step"] == 0.02 and again["limb_darkening"] == 0.3
+    np.testing.assert_array_equal(gridkit.degrade(ds, snr=None, **again).flux.values, gridkit.degrade(ds, snr=None, **opts).flux.values)
+    published = gridkit.degrade(ds, snr=None)
+    assert json.loads(published.attrs[D.STEPS_ATTR])[0] == {"op": "to_resolution", "resolving_power": 80000.0, "input_resolving_power": None}
+    assert D.chain_options(published.attrs)["intermediate_resolving_power"] == 80000.0

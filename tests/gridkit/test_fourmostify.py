@@ -11,7 +11,7 @@ import gridkit
 from gridkit.cli import main
 from gridkit.errors import ConfigError, GridError, StoreError
 
-D = importlib.import_module("gridkit.degrade")
+D = importlib.import_module("gridkit.observed")
 
 
 @pytest.fixture(scope="module")

@@ -44,3 +44,11 @@ def test_other_instruments():
         instruments.constant_r(0, 4000, 6000)
     with pytest.raises(ConfigError, match="need 0 < wl_min < wl_max"):
         instruments.Arm("x", 6000, 5000, 0.1)
+
+
+def test_ranges_are_the_selected_arms_widened_by_the_margin():
+    hr = instruments.FOURMOST_HR
+    assert hr.ranges() == {"green": (5160.0, 5730.0), "red": (6100.0, 6790.0)}  # the default arms
+    assert hr.ranges("red,blue", margin=30.0) == {"blue": (3896.0, 4385.0), "red": (6070.0, 6820.0)}  # in wavelength order
+    with pytest.raises(ConfigError, match="'purple' not an arm of 4most-hr"):
+        hr.ranges("purple")

@@ -90,3 +90,29 @@ def test_read_labels_through_astropy(tmp_path, ext):
     assert list(labels["file"]) == ["a.spec", "b.spec"]
     np.testing.assert_array_equal(labels["teff"], [5000.0, 6000.0])
     assert labels["teff"].dtype == np.float64
+
+
+def test_fits_image_wcs_follows_the_fits_standard(tmp_path):
+    """Image spectra are read through astropy.wcs: CD1_1 for the step, CUNIT1 in nm, and CTYPE1 = 'WAVE-LOG'
+    with the standard's definition lambda = CRVAL1 exp(CDELT1 (p - CRPIX1) / CRVAL1) (Greisen et al. 2006)."""
+    n = 400
+    hdu = fits.PrimaryHDU(np.ones(n))
+    hdu.header.update({"CTYPE1": "WAVE", "CUNIT1": "nm", "CRVAL1": 600.0, "CD1_1": 0.002, "CRPIX1": 1.0})
+    hdu.writeto(tmp_path / "nm.fits")
+    np.testing.assert_allclose(read_spectrum(tmp_path / "nm.fits")[0], 6000.0 + 0.02 * np.arange(n), rtol=1e-12)
+    crval, cdelt = 5000.0, 0.05
+    hdu = fits.PrimaryHDU(np.ones(n))
+    hdu.header.update({"CTYPE1": "WAVE-LOG", "CUNIT1": "Angstrom", "CRVAL1": crval, "CDELT1": cdelt, "CRPIX1": 1.0})
+    hdu.writeto(tmp_path / "log.fits")
+    expected = crval * np.exp(cdelt * np.arange(n) / crval)
+    np.testing.assert_allclose(read_spectrum(tmp_path / "log.fits")[0], expected, rtol=1e-10)
+    hdu = fits.PrimaryHDU(np.ones(n))
+    hdu.header.update({"CTYPE1": "WAVE", "CUNIT1": "s", "CRVAL1": 1.0, "CDELT1": 1.0})
+    hdu.writeto(tmp_path / "time.fits")
+    with pytest.raises(GridError, match="time.fits HDU 0.*WCS.*length"):
+        read_spectrum(tmp_path / "time.fits")
+    t = Table({"WAVE": np.linspace(1, 2, 50), "FLUX": np.ones(50)})
+    t["WAVE"].unit = "s"
+    t.write(tmp_path / "seconds.fits")
+    with pytest.raises(GridError, match="seconds.fits HDU 1 column WAVE: wavelength unit 's' is not a length"):
+        read_spectrum(tmp_path / "seconds.fits")

@@ -78,7 +78,7 @@ def test_errors():
 
 
 def test_default_snr_is_the_published_list():
-    from gridkit.degrade import DEFAULT_SNR
+    from gridkit.degradation import DEFAULT_SNR
 
     assert DEFAULT_SNR == (10, 12, 14, 16, 18, 20, 23, 26, 30, 35, 40, 45, 50, 80, 100, 130, 180, 250, 1000)
     assert isinstance(gridkit.add_noise(_flat(1, step=0.1)).flux.data.sum(), object)  # lazy with the defaults

@@ -106,7 +106,7 @@ def test_a_store_is_the_same_job_however_its_path_is_spelt(tmp_path, monkeypatch
     """Rerunning `gridkit degrade base.zarr` as `gridkit degrade /abs/base.zarr --out ./cube.zarr` resumes (the dask
     names of a lazily opened store depend on the path's spelling; the fingerprint must not)."""
     from gridkit import instruments
-    from gridkit.degrade import degrade_store
+    from gridkit.degradation import degrade_store
     from gridkit.synth import AnalyticSynthesizer, sample_labels, synthesize
 
     monkeypatch.chdir(tmp_path)

@@ -31,7 +31,7 @@ def analytic_model(tmp_path_factory):
 
     import cinn
     from cinn.survey import mock_survey
-    from gridkit.degrade import add_noise
+    from gridkit.degradation import add_noise
     from gridkit.grid import open_grid, write_grid
     from gridkit.synth import AnalyticSynthesizer, sample_labels, synthesize
 

@@ -1,4 +1,4 @@
-"""Bias calibration of a catalog against literature values (Ksoll et al. 2026, Appendix B, Eq. B.1).
+"""Bias calibration of a catalog against reference stars (Ksoll et al. 2026, Appendix B, Eq. B.1).
 
 The cINN's estimates of real stars carry systematic offsets that grow with temperature (synthetic-grid
 physics, normalisation). Eq. B.1 removes a linear trend in Teff from each label:
@@ -8,11 +8,11 @@ physics, normalisation). Eq. B.1 removes a linear trend in Teff from each label:
 where a and b are fitted per label by least squares of the offsets Delta X = X_catalog - X_reference
 against the catalog's own Teff (the one known for every star the calibration is later applied to).
 
-`fit_bias_calibration` matches a catalog to a reference table (e.g. the Gaia FGK benchmark stars,
-`../shared/data/gaia-benchmark-stars/gbs_v3_lite.fits`), fits a, b per label and returns the named
-calibration; `write_calibration` stores it through catalogs.calibrate (Calibration, save_calibration), the
-one format, which `gridkit catalog calibrate` / `catalogs.calibrate.apply` read and apply. The least squares
-itself is `catalogs.calibrate.fit_bias`; this module adds matching by star id, uncertainties and storage.
+`fit_bias` is that least squares (with the standard errors of a and b). `fit_bias_calibration` matches a
+catalog to a reference table (e.g. the Gaia FGK benchmark stars,
+`../shared/data/gaia-benchmark-stars/gbs_v3_lite.fits`) by star id, fits a, b per label and returns the
+named calibration; `write_calibration` stores it in catalogs.calibrate's format (Calibration,
+save_calibration), which `gridkit catalog calibrate` / `catalogs.calibrate.apply` read and apply.
 CLI: `gridkit evaluate bias CATALOG REFERENCE --out cal.json`.
 """
 from __future__ import annotations
@@ -27,22 +27,43 @@ import numpy as np
 
 from gridkit.errors import ConfigError, GridError
 
+from .calibrate import Calibration, check_calibration_name, save_calibration
+
 #: Columns of the Gaia FGK benchmark star table (Soubiran et al. 2024) holding our labels.
 GBS_COLUMNS: dict[str, str] = {"teff": "teff", "logg": "logg", "feh": "fe_h"}
 #: Identifier columns of the GBS table tried, in order, when matching a catalog's star_id.
 GBS_ID_COLUMNS: tuple[str, ...] = ("hip", "hd", "source_id_gaiadr3", "tmass_id")
 
 
+def fit_bias(catalog_values, reference_values, teff) -> dict:
+    """Least squares of Eq. B.1, catalog - reference ~= a * teff + b, over the stars where all three are finite.
+
+    Returns {a, b, a_err, b_err, n, rms_before, rms_after}: rms of the offsets before and after the correction,
+    and the standard errors of a and b from the scatter of the residuals (ordinary least squares,
+    s^2 = sum(resid^2) / (n - 2); NaN from 2 stars, which leave no scatter to measure)."""
+    x = np.asarray(catalog_values, dtype=float)
+    r = np.asarray(reference_values, dtype=float)
+    t = np.asarray(teff, dtype=float)
+    if not (x.shape == r.shape == t.shape) or x.ndim != 1:
+        raise GridError(f"catalog_values, reference_values and teff must be 1-D of equal length, got shapes {x.shape}, {r.shape}, {t.shape}")
+    ok = np.isfinite(x) & np.isfinite(r) & np.isfinite(t)
+    n = int(ok.sum())
+    if n < 2 or np.ptp(t[ok]) == 0:
+        raise GridError(f"fit_bias needs at least 2 finite stars with different teff, got {n}")
+    t, d = t[ok], x[ok] - r[ok]
+    design = np.stack([t, np.ones(n)], axis=1)
+    (a, b), *_ = np.linalg.lstsq(design, d, rcond=None)
+    after = d - (a * t + b)
+    s2 = float(np.sum(after**2)) / (n - 2) if n > 2 else np.nan
+    sxx = float(np.sum((t - t.mean()) ** 2))
+    return {"a": float(a), "b": float(b), "n": n, "rms_before": float(np.sqrt(np.mean(d**2))), "rms_after": float(np.sqrt(np.mean(after**2))),
+            "a_err": float(np.sqrt(s2 / sxx)), "b_err": float(np.sqrt(s2 * (1.0 / n + t.mean() ** 2 / sxx)))}
+
+
 def fit_linear_offset(teff, delta) -> dict:
-    """Least-squares fit of delta = a * teff + b (Eq. B.1) for one label, with the parameters' uncertainties.
-
-    The fit itself is `catalogs.calibrate.fit_bias` (the one implementation of Eq. B.1's least squares);
-    this adds the standard errors of a and b from the scatter of the residuals (ordinary least squares,
-    s^2 = sum(resid^2) / (n - 2)). teff, delta: (n,) arrays; non-finite pairs are dropped.
-    Returns {a, b, a_err, b_err, n, rms_before, rms_after}.
-    """
-    from catalogs.calibrate import fit_bias
-
+    """`fit_bias` of offsets `delta` = catalog - reference (n,) against `teff` (n,) for one label, refusing
+    (ConfigError) what leaves a or b or their uncertainties undetermined: fewer than 3 stars with finite Teff
+    and offset, or a single Teff. Non-finite pairs are dropped. Returns fit_bias's dict."""
     t = np.asarray(teff, dtype=float)
     d = np.asarray(delta, dtype=float)
     if t.shape != d.shape or t.ndim != 1:
@@ -51,14 +72,9 @@ def fit_linear_offset(teff, delta) -> dict:
     n = int(ok.sum())
     if n < 3:
         raise ConfigError(f"need at least 3 stars with finite Teff and offset to fit a and b with uncertainties, got {n}")
-    t, d = t[ok], d[ok]
-    if np.ptp(t) == 0:
-        raise ConfigError(f"all {n} stars have Teff = {t[0]}; a slope in Teff cannot be fitted")
-    fit = fit_bias(d, np.zeros_like(d), t)
-    resid = d - (fit["a"] * t + fit["b"])
-    s2 = float(np.sum(resid**2)) / (n - 2) if n > 2 else np.nan
-    sxx = float(np.sum((t - t.mean()) ** 2))
-    return {**fit, "a_err": float(np.sqrt(s2 / sxx)), "b_err": float(np.sqrt(s2 * (1.0 / n + t.mean() ** 2 / sxx)))}
+    if np.ptp(t[ok]) == 0:
+        raise ConfigError(f"all {n} stars have Teff = {t[ok][0]}; a slope in Teff cannot be fitted")
+    return fit_bias(d, np.zeros_like(d), t)
 
 
 def _norm_id(value) -> str:
@@ -147,8 +163,7 @@ def fit_bias_calibration(
     coefficients: {label: {a, b}}}, plus `fit` ({label: {a, b, a_err, b_err, n, rms_before, rms_after}}),
     `n` (matched stars), `matched_on` and `created`; `write_calibration` stores it.
     """
-    if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ConfigError(f"calibration name must be non-empty letters, digits, '_', '.', '-'; got {name!r}")
+    check_calibration_name(name)  # before the work: a name that cannot be stored
     cat = _columns(catalog)
     ref = _columns(reference)
     refcols = dict(GBS_COLUMNS)
@@ -201,8 +216,6 @@ def write_calibration(calibration: Mapping, path, *, overwrite: bool = False) ->
     reference, coefficients: {label: {a, b}}} plus the fit's statistics (`fit`, `n`, `matched_on`,
     `created`), which that module keeps as extras. An existing file is refused unless `overwrite`.
     """
-    from catalogs.calibrate import Calibration, save_calibration
-
     path = Path(path)
     if path.suffix != ".json":
         path = path / f"{calibration['name']}.json"
