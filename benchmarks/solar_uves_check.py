@@ -2,9 +2,9 @@
 
 1. synthesize solar labels (Teff 5772 K, log g 4.44, [Fe/H] 0, vmic 1 km/s) from the MARCS grid with the
    default Gaia-ESO line list over 5150-5740 A at 0.01 A (the green arm plus margins for the convolution);
-2. degrade it with the project's pipeline: `gridkit.degrade.to_resolution` to R = 20000, then `rebin` onto the
+2. degrade it with the project's pipeline: `gridkit.degradation.to_resolution` to R = 20000, then `rebin` onto the
    green-arm pixels of `gridkit.instruments` (4most-hr, 0.05 A);
-3. bring the UVES Sun (../shared/data/sun-uves) to the same pixels with `gridkit.degrade.fourmostify_file`
+3. bring the UVES Sun (../shared/data/sun-uves) to the same pixels with `gridkit.observed.fourmostify_file`
    (native R taken as 100000: its exact value is not stated; the rms hardly depends on it at R = 20000);
 4. print the rms of the difference over the arm (pixels finite in both) and plot to docs/figures/sun_uves_green.png.
 
@@ -60,18 +60,16 @@ def synthetic_sun(cache: Path | None = ROOT / ".cache" / "turbospectrum-sun-gree
 
 def check(uves: Path = UVES, cache: Path | None = ROOT / ".cache" / "turbospectrum-sun-green.npz") -> dict:
     """rms of (degraded synthesis - fourmostified UVES) over the green arm, and the arrays behind it."""
-    import importlib
-
     from gridkit import instruments
-
-    degrade = importlib.import_module("gridkit.degrade")  # `gridkit.degrade` the attribute is the function
+    from gridkit.degradation import rebin, to_resolution
+    from gridkit.observed import fourmostify_file
     from gridkit.schema import from_arrays
 
     wl, flux, _ = synthetic_sun(cache)
     arm = instruments.get("4most-hr").wavelength("green")
     model = from_arrays(wl, flux, {})
-    model = degrade.rebin(degrade.to_resolution(model, RESOLVING_POWER), arm).flux.values[0]
-    obs = degrade.fourmostify_file(uves, UVES_RESOLVING_POWER, arms="green")
+    model = rebin(to_resolution(model, RESOLVING_POWER), arm).flux.values[0]
+    obs = fourmostify_file(uves, UVES_RESOLVING_POWER, arms="green")
     observed = obs["flux"]
     good = np.isfinite(model) & np.isfinite(observed)
     diff = model[good] - observed[good]

@@ -59,39 +59,47 @@ def to_table(cat: xr.Dataset, columns: Iterable[str] | None = None):
 
 
 def write_table(table, path, *, overwrite: bool = False) -> Path:
-    """Write an astropy Table in the format given by `path`'s suffix; an existing file is kept unless `overwrite`."""
+    """Write an astropy Table in the format given by `path`'s suffix; an existing file is kept unless `overwrite`.
+
+    The file is written aside and renamed into place (gridkit.files.atomic_output): a failure leaves the old
+    file (or none) and no partial one."""
+    from gridkit.files import atomic_output
+
     path = Path(path)
     fmt = format_for(path)
     if path.exists() and not overwrite:
         raise StoreError(f"output {path} exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_output(path) as tmp:
         warnings.simplefilter("ignore")  # HIERARCH keywords, long cards, VOTable meta
         if fmt == "fits":
-            t = table.copy(copy_data=False)
-            t.meta = {k: v for k, v in table.meta.items()}
-            t.write(path, format="fits", overwrite=overwrite)
-            _restore_fits_units(table, path)
+            _write_fits(table, tmp, gzip=path.name.lower().endswith(".gz"))
         elif fmt == "parquet":
-            table.write(path, format="parquet", overwrite=overwrite)
+            table.write(tmp, format="parquet")
         elif fmt == "votable":
-            table.write(path, format="votable", overwrite=overwrite)
+            table.write(tmp, format="votable")
         else:
-            table.write(path, format="ascii.ecsv", delimiter=",", overwrite=overwrite)
+            table.write(tmp, format="ascii.ecsv", delimiter=",")
     return path
 
 
-def _restore_fits_units(table, path) -> None:
-    """FITS has no 'dex': astropy drops such units on writing. Put the unit string back in TUNITn (the
-    common practice of survey catalogs); `read_table` turns it back into an astropy unit."""
+def _write_fits(table, path: Path, gzip: bool) -> None:
+    """A FITS binary table with the table's meta in the header. FITS has no 'dex': astropy drops such units on
+    writing, so the unit string goes into TUNITn itself (the common practice of survey catalogs); `read_table`
+    turns it back into an astropy unit. `gzip`: compress (the temporary name does not end in .gz)."""
+    import gzip as _gzip
+
     from astropy.io import fits
 
-    lost = {i: str(col.unit) for i, col in enumerate(table.itercols(), start=1) if col.unit is not None}
-    with fits.open(path, mode="update") as hdul:
-        header = hdul[1].header
-        for i, unit in lost.items():
-            if not header.get(f"TUNIT{i}"):
-                header[f"TUNIT{i}"] = unit
+    hdu = fits.table_to_hdu(table, character_as_bytes=True)
+    for i, col in enumerate(table.itercols(), start=1):
+        if col.unit is not None and not hdu.header.get(f"TUNIT{i}"):
+            hdu.header[f"TUNIT{i}"] = str(col.unit)
+    hdul = fits.HDUList([fits.PrimaryHDU(), hdu])
+    if gzip:
+        with _gzip.open(path, "wb") as fh:
+            hdul.writeto(fh)
+    else:
+        hdul.writeto(path)
 
 
 def _fix_units(table):

@@ -15,6 +15,7 @@ import xarray as xr
 
 from gridkit import store as _store
 from gridkit.errors import ConfigError, GridError
+from gridkit.files import check_output
 
 from .schema import QUANTILE, STAR, as_str, check_catalog, label_names
 
@@ -24,7 +25,8 @@ MIN_REGION = 65536
 
 def merge(catalogs: Iterable, out=None, *, on_duplicate: str = "error", overwrite: bool = False, progress: bool = False) -> xr.Dataset:
     """Merge catalogs (paths or Datasets); write the result to `out` (Zarr) when given. Returns the merged
-    catalog (lazy). Everything is checked before anything is written."""
+    catalog (lazy). Everything is checked before anything is written: `out` may not be, contain or lie inside
+    an input catalog (StoreError), even with `overwrite`."""
     from . import open as open_catalog
 
     if on_duplicate not in ("error", "first"):
@@ -32,6 +34,9 @@ def merge(catalogs: Iterable, out=None, *, on_duplicate: str = "error", overwrit
     items = list(catalogs)
     if len(items) < 1:
         raise ConfigError("merge needs at least one catalog")
+    paths = [item for item in items if isinstance(item, (str, Path))]
+    if out is not None:
+        check_output(out, paths, what="merge output")
     cats, names = [], []
     for i, item in enumerate(items):
         cat = open_catalog(item) if isinstance(item, (str, Path)) else item
@@ -68,7 +73,7 @@ def merge(catalogs: Iterable, out=None, *, on_duplicate: str = "error", overwrit
         chunk = int(cats[0][labels0[0]].encoding.get("chunks", (n,))[0]) if labels0 else n
         region = max(1, min(n, max(chunk, MIN_REGION)))  # a few rows per variable are tiny: big regions, few tasks
         _store.write_dataset(merged, out, dim=STAR, region_size=region, overwrite=overwrite, progress=progress, desc="merge",
-                             fingerprint_parts=("merge", sources, on_duplicate))
+                             fingerprint_parts=("merge", sources, on_duplicate), inputs=paths)
         return open_catalog(out)
     return merged
 

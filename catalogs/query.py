@@ -16,6 +16,8 @@ Grammar (our own tokenizer and recursive-descent parser; user text never reaches
     unary      := "-" unary | "+" unary | atom
     atom       := NUMBER | "true" | "false" | COLUMN | "(" expr ")"
 
+NUMBER is decimal: digits with an optional '.' and exponent (`5000`, `0.5`, `.5`, `5.`, `1e-3`), finite in
+float64; hexadecimal (`0x10`), `_` separators (`1_000`), suffixes and non-ASCII digits are refused.
 Keywords are case-insensitive (`and`, `AND`); `&`/`|`/`~` are not accepted. COLUMN is a column name of
 the catalog's flat view (`teff`, `teff_p16`, `snr`, `ra`, `true_teff`, ...): names are checked against
 the catalog before anything is evaluated, names starting with `_` are refused, and so is anything
@@ -50,8 +52,9 @@ class Token:
     pos: int
 
 
-_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)  # ASCII digits only (float() takes others too)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_WORD = re.compile(r"[\w.]*")  # what follows a malformed number, to show it whole
 _OPS = ("<=", ">=", "==", "!=", "<", ">", "+", "-", "*", "/")
 KEYWORDS = ("and", "or", "not", "true", "false")
 
@@ -72,8 +75,14 @@ def tokenize(text: str) -> list[Token]:
         m = _NUMBER.match(text, i)
         if m:
             end = m.end()
-            if end < n and (text[end].isalpha() or text[end] in "_."):
-                raise QueryError(f"malformed number {text[i:end + 1]!r} at position {i} (attribute access is not allowed)")
+            if end < n and (text[end].isalnum() or text[end] in "_."):
+                word = text[i:_WORD.match(text, end).end()]
+                raise QueryError(f"malformed number {word!r} at position {i} in query {text!r}: a number is decimal digits with an "
+                                 "optional '.' and exponent (5000, 0.5, .5, 5., 1e-3); hexadecimal (0x10), '_' separators (1_000), "
+                                 "suffixes and attribute access are not part of the grammar")
+            if not np.isfinite(float(m.group())):
+                raise QueryError(f"number {m.group()!r} at position {i} in query {text!r} is not finite (beyond the largest float, "
+                                 f"{np.finfo(np.float64).max:.4g})")
             tokens.append(Token("NUMBER", m.group(), i))
             i = end
             continue

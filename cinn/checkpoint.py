@@ -3,27 +3,34 @@
 No pickles anywhere: `torch.load` of a pickle can run arbitrary code, so a model directory downloaded
 from elsewhere could. safetensors holds raw tensors only, JSON holds plain data; loading never executes
 anything from the directory. Every tensor file's sha256 is recorded in the JSON and checked on load, so a
-truncated or corrupt file is a clear error, not a silently wrong model.
+truncated, corrupt or swapped file is a clear error, not a silently wrong model; a file whose sha256 is not
+recorded is refused too (a missing record never skips the check), and the bytes hashed are the bytes loaded.
 
 model_dir/
   model.json          config, label names, target transform, input scaler, training bounds, instrument,
-                      training-data hash, package versions, sha256 of the tensor files, training summary
+                      training-data hash (content included), per-split digests of the models' (id, labels),
+                      package versions, sha256 of the tensor files, training summary
   model.safetensors   weights of the best epoch + wavelength grid + per-pixel flux mean/std
-  split.json          model ids of the train/test/validation split
+  split.json          model ids of the train/test/validation split, and each model's (id, labels) digest
   log.csv             one row per epoch: losses, learning rate, time
-  checkpoint/         last.safetensors (weights + Adam state), best.safetensors, state.json (resume)
+  checkpoint/         last.safetensors (weights + Adam state), best.safetensors, state.json (resume: their
+                      sha256 and the training-data hash, checked before continuing)
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gridkit.errors import GridkitError, StoreError
-from gridkit.files import atomic_output, atomic_write_text
+from gridkit.files import atomic_output, atomic_write_text, sha256_file
 
 FORMAT = "gridkit-cinn"
 #: 2: `subnet_layers` counts a subnet's fully connected layers including input and output (1: hidden layers)
@@ -41,14 +48,6 @@ class TrainingError(GridkitError, RuntimeError):
     """Training cannot go on (e.g. losses stay non-finite)."""
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _atomic_json(path: Path, doc: dict) -> None:
     atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
 
@@ -64,18 +63,34 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | 
     return sha256_file(path)
 
 
-def load_tensors(path: Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def read_tensors(path: Path, expected_sha256, recorded_in: str) -> tuple[dict[str, torch.Tensor], str]:
+    """(tensors, sha256) of a safetensors file, refused (ModelDirError naming the file) unless its sha256 equals
+    `expected_sha256`, the one recorded when it was written (`recorded_in` names where: a missing record is
+    refused too, never a skipped check). The bytes hashed are the bytes loaded (one read)."""
+    from safetensors.torch import load
 
     path = Path(path)
     if not path.is_file():
         raise ModelDirError(f"{path} is missing")
-    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
-        raise ModelDirError(f"{path} is corrupt: its sha256 differs from the one recorded when it was written")
+    if expected_sha256 is None:
+        raise ModelDirError(f"{path} has no sha256 recorded in {recorded_in}: its integrity cannot be checked, so it is not "
+                            "loaded (a model directory written by gridkit records one for every tensor file)")
+    if not (isinstance(expected_sha256, str) and len(expected_sha256) == 64 and all(c in "0123456789abcdef" for c in expected_sha256)):
+        raise ModelDirError(f"{recorded_in} records {expected_sha256!r} as the sha256 of {path}, which is not a sha256 (64 hex digits)")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected_sha256:
+        raise ModelDirError(f"{path} is corrupt or was replaced: its sha256 {digest[:16]}... differs from the one recorded in "
+                            f"{recorded_in} when it was written ({expected_sha256[:16]}...)")
     try:
-        return load_file(str(path))
+        return load(data), digest
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own types
         raise ModelDirError(f"{path} is not a readable safetensors file: {exc}") from exc
+
+
+def load_tensors(path: Path, expected_sha256, recorded_in: str = "its model directory's JSON") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file checked against its recorded sha256 (`read_tensors`)."""
+    return read_tensors(path, expected_sha256, recorded_in)[0]
 
 
 def read_json(path: Path) -> dict:
@@ -118,8 +133,10 @@ def write_model(model_dir, state_dict: dict[str, torch.Tensor], *, wavelength: n
     return digest[:16]
 
 
-def read_model(model_dir) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.ndarray]]:
-    """(meta, state_dict, extras) of a model directory, checked for completeness and integrity."""
+def read_model(model_dir, *, return_digest: bool = False):
+    """(meta, state_dict, extras) of a model directory, checked for completeness and integrity: the weights file's
+    sha256 must be recorded in model.json and equal, and model_id must be its first 16 hex digits. With
+    `return_digest`, (meta, state_dict, extras, sha256 of the weights file as loaded)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelDirError(f"model_dir {model_dir} does not exist or is not a directory")
@@ -131,14 +148,19 @@ def read_model(model_dir) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.n
     for key in ("config", "label_names", "label_transform", "input_scaler", "bounds", "files"):
         if key not in meta:
             raise ModelDirError(f"{model_dir / MODEL_JSON} is corrupt: key {key!r} is missing")
+    if not isinstance(meta["files"], dict):
+        raise ModelDirError(f"{model_dir / MODEL_JSON} is corrupt: 'files' must map file names to sha256, got {meta['files']!r}")
     meta["config"] = upgrade_config(meta["config"], int(meta.get("format_version", 1)))
-    tensors = load_tensors(model_dir / MODEL_WEIGHTS, meta["files"].get(MODEL_WEIGHTS))
+    tensors, digest = read_tensors(model_dir / MODEL_WEIGHTS, meta["files"].get(MODEL_WEIGHTS), f"{model_dir / MODEL_JSON} ('files')")
+    if str(meta.get("model_id")) != digest[:16]:
+        raise ModelDirError(f"{model_dir / MODEL_JSON} gives model_id {meta.get('model_id')!r}, but the weights file's sha256 starts "
+                            f"{digest[:16]}: the id does not name these weights")
     extras = {k[len(EXTRA):]: v.numpy() for k, v in tensors.items() if k.startswith(EXTRA)}
     for key in ("wavelength", "flux_mean", "flux_std"):
         if key not in extras:
             raise ModelDirError(f"{model_dir / MODEL_WEIGHTS} is corrupt: tensor {EXTRA + key!r} is missing")
     state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA)}
-    return meta, state, extras
+    return (meta, state, extras, digest) if return_digest else (meta, state, extras)
 
 
 def upgrade_config(config: dict, version: int) -> dict:
@@ -147,6 +169,48 @@ def upgrade_config(config: dict, version: int) -> dict:
     if version < 2 and "subnet_layers" in config:
         config["subnet_layers"] = int(config["subnet_layers"]) + 1  # format 1 counted hidden layers only
     return config
+
+
+# -- output directories ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def created_output(out, keep: Callable[[BaseException], bool] | None = None) -> Iterator[Path]:
+    """Create the directory `out` (and its missing parents) for a run. If the block raises, remove what the run
+    created: `out` and the parents it made where `out` did not exist, otherwise only the entries of `out` that
+    were not there before; never a folder that existed before or its former contents. `keep(exc)` True keeps
+    the partial output (e.g. a checkpoint to resume from)."""
+    from gridkit.errors import StoreError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"output {out} exists and is not a directory")
+    made = []  # out and the parents this run creates, innermost first
+    p = out
+    while not p.exists():
+        made.append(p)
+        p = p.parent
+    before = set(os.listdir(out)) if not made else set()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield out
+    except BaseException as exc:
+        if keep is None or not keep(exc):
+            _remove_created(out, made, before)
+        raise
+
+
+def _remove_created(out: Path, made: list[Path], before: set[str]) -> None:
+    if made:
+        shutil.rmtree(out, ignore_errors=True)
+        for parent in made[1:]:  # parents made for it, if still empty
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        return
+    for name in set(os.listdir(out)) - before:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 # -- training checkpoints -------------------------------------------------------------------------
@@ -173,7 +237,10 @@ def load_checkpoint(model_dir, model: torch.nn.Module, optimizer: torch.optim.Op
     """Restore weights and Adam state from checkpoint/; return the saved training state."""
     ckpt = Path(model_dir) / CKPT_DIR
     state = read_json(ckpt / STATE)
-    tensors = load_tensors(ckpt / LAST, state.get("files", {}).get(LAST))
+    files = state.get("files") if isinstance(state.get("files"), dict) else {}
+    tensors = load_tensors(ckpt / LAST, files.get(LAST), f"{ckpt / STATE} ('files')")
+    if int(state.get("best_epoch", 0) or 0) > 0 or (ckpt / BEST).exists():
+        load_best(model_dir, files.get(BEST))  # the best epoch's weights become the model: check them now, not at the end
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     opt_state: dict = {}
     for key, value in tensors.items():
@@ -189,8 +256,9 @@ def load_checkpoint(model_dir, model: torch.nn.Module, optimizer: torch.optim.Op
 
 
 def load_best(model_dir, expected_sha256: str | None) -> dict[str, torch.Tensor]:
-    return load_tensors(Path(model_dir) / CKPT_DIR / BEST, expected_sha256)
+    ckpt = Path(model_dir) / CKPT_DIR
+    return load_tensors(ckpt / BEST, expected_sha256, f"{ckpt / STATE} ('files')")
 
 
-__all__ = ["ModelDirError", "TrainingError", "write_model", "read_model", "save_checkpoint", "load_checkpoint",
-           "save_best", "load_best", "package_versions", "sha256_file", "upgrade_config"]
+__all__ = ["ModelDirError", "TrainingError", "write_model", "read_model", "read_tensors", "load_tensors", "save_checkpoint",
+           "load_checkpoint", "save_best", "load_best", "package_versions", "upgrade_config", "created_output"]

@@ -14,6 +14,7 @@ themselves. Every draw depends only on (seed, epoch, worker, pass, chunk), so a 
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -28,7 +29,7 @@ from gridkit.errors import ConfigError, GridError, StoreError
 from gridkit.files import atomic_write_text
 from gridkit.kernels import noise
 from gridkit.schema import decode_packed
-from gridkit.store import rng_for
+from gridkit.store import reading, rng_for
 
 SPLITS = ("train", "test", "validation")
 SPLIT_FILE = "split.json"
@@ -61,21 +62,73 @@ def split_models(model_ids, fractions=(0.75, 0.20, 0.05), seed: int = 42, out_di
     return split
 
 
-def write_split(out_dir, split: dict, info: dict | None = None) -> Path:
+def write_split(out_dir, split: dict, info: dict | None = None, digests: dict | None = None) -> Path:
+    """Record `split` ({split: model ids}) in out_dir/split.json, with `digests` ({split: `model_digests` of those
+    models, aligned with the ids}) where given."""
     doc = {**(info or {}), **{k: np.asarray(split[k]).tolist() for k in SPLITS}}
+    if digests is not None:
+        doc["digests"] = {k: [str(v) for v in digests[k]] for k in SPLITS}
     return atomic_write_text(Path(out_dir) / SPLIT_FILE, json.dumps(doc))
 
 
 def read_split(model_dir) -> dict[str, np.ndarray]:
     """{'train'|'test'|'validation': model ids} recorded by training in model_dir/split.json."""
+    return {k: v[0] for k, v in _read_split_doc(model_dir).items()}
+
+
+def _read_split_doc(model_dir) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     path = Path(model_dir) / SPLIT_FILE
     if not path.is_file():
         raise StoreError(f"{path} does not exist: model_dir {model_dir} has no recorded split")
     try:
         doc = json.loads(path.read_text())
-        return {k: np.asarray(doc[k]) for k in SPLITS}
-    except (ValueError, KeyError) as exc:
+        digests = doc.get("digests")
+        out = {k: (np.asarray(doc[k]), None if digests is None else np.asarray(digests[k], dtype=str)) for k in SPLITS}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StoreError(f"{path} is corrupt: {exc}") from exc
+    for k, (ids, dig) in out.items():
+        if dig is not None and dig.shape != ids.shape:
+            raise StoreError(f"{path} is corrupt: {dig.size} digests for the {ids.size} '{k}' models")
+    return out
+
+
+def model_digests(ids, labels) -> np.ndarray:
+    """What identifies each model of a grid across copies, re-noised cubes and re-chunkings: the first 16 hex
+    digits of sha256(id, labels rounded to float32) per model. ids (n,), labels (n, n_labels) physical units
+    (in the model's label order). Returns (n,) str."""
+    ids = np.asarray(ids).reshape(-1)
+    lab = np.ascontiguousarray(np.asarray(labels, dtype=np.float64).astype("<f4") + np.float32(0.0))  # -0.0 is 0.0
+    if lab.ndim != 2 or lab.shape[0] != ids.size:
+        raise GridError(f"labels must have shape (n_model={ids.size}, n_labels), got {lab.shape}")
+    return np.array([hashlib.sha256(str(m).encode() + b"\0" + lab[i].tobytes()).hexdigest()[:16] for i, m in enumerate(ids.tolist())],
+                    dtype=str)
+
+
+def split_digest(digests) -> str:
+    """sha256 of one split's per-model digests in the split's order (model.json records it per split)."""
+    return hashlib.sha256("\n".join(str(d) for d in np.asarray(digests).tolist()).encode()).hexdigest()
+
+
+def recorded_split(model_dir, meta: dict | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (model ids, `model_digests` of their (id, labels) in the training data)} of a model directory:
+    split.json's per-model digests, checked against the per-split digests model.json recorded at training
+    (`meta`: model.json, read when None). StoreError for a model directory that records none (trained
+    before gridkit recorded them) or whose split.json does not match its model.json."""
+    from .checkpoint import MODEL_JSON, read_json
+
+    model_dir = Path(model_dir)
+    meta = read_json(model_dir / MODEL_JSON) if meta is None else meta
+    recorded = (meta.get("training_data") or {}).get("split_digests")
+    doc = _read_split_doc(model_dir)
+    if not recorded or any(dig is None for _, dig in doc.values()):
+        raise StoreError(f"model_dir {model_dir} records no digest of its split's models (id and labels; trained before gridkit "
+                         "recorded them), so its training models cannot be told apart from other models with the same ids: "
+                         "retrain it with this gridkit")
+    for k, (_, dig) in doc.items():
+        if split_digest(dig) != recorded.get(k):
+            raise StoreError(f"{model_dir / SPLIT_FILE} does not match {model_dir / MODEL_JSON}: the '{k}' models recorded there "
+                             "differ from those the model was trained with (was split.json replaced?)")
+    return doc
 
 
 # -- the training store --------------------------------------------------------------------------
@@ -136,6 +189,27 @@ def open_training_store(path, label_names, loader: str = "auto") -> TrainingStor
     )
 
 
+def flux_digest_lazy(flux):
+    """Lazy sha256 of every chunk of a flux (its values as read, dask chunk by chunk): computed in the pass of
+    the flux statistics, it makes the training data's hash cover the flux itself (`flux_digest`)."""
+    arr = flux.data if hasattr(flux, "dims") else flux
+
+    def one(block):
+        out = np.empty((1,) * block.ndim, dtype=object)
+        out.flat[0] = hashlib.sha256(np.ascontiguousarray(block)).hexdigest()
+        return out
+
+    return arr.map_blocks(one, dtype=object, chunks=tuple((1,) * len(c) for c in arr.chunks))
+
+
+def flux_digest(blocks: np.ndarray, flux) -> str:
+    """sha256 of a flux's content from its computed `flux_digest_lazy` (chunk digests in order, shape, dtype)."""
+    h = hashlib.sha256(f"{tuple(flux.shape)}|{np.dtype(flux.dtype).str}|".encode())
+    for d in np.asarray(blocks).ravel().tolist():
+        h.update(str(d).encode())
+    return h.hexdigest()
+
+
 def inverse_snr2_loguniform(lo: float, hi: float) -> float:
     """E[1 / S^2] for S log-uniform on [lo, hi]."""
     if hi <= lo * (1 + 1e-12):
@@ -164,7 +238,8 @@ class CubeStream(torch.utils.data.IterableDataset):
 
     def __init__(self, *, path, mode, positions, n_model, chunk, targets, flux_mean, flux_std, logsnr_mean, logsnr_std,
                  batch_size, snr=None, pixel_width=None, snr_range=(10.0, 1000.0), copies_per_model=1,
-                 noiseless_snr_index=None, shuffle=True, shuffle_buffer=16384, seed=0, epoch=0, max_batches=None):
+                 noiseless_snr_index=None, shuffle=True, shuffle_buffer=16384, seed=0, epoch=0, max_batches=None, model_ids=None,
+                 wavelength=None):
         super().__init__()
         self.path = str(path)
         self.mode = mode
@@ -185,6 +260,8 @@ class CubeStream(torch.utils.data.IterableDataset):
         self.seed = int(seed)
         self._epoch = types.SimpleNamespace(value=int(epoch))  # share_epoch swaps it for shared memory
         self.max_batches = None if max_batches is None else int(max_batches)
+        self.model_ids = None if model_ids is None else np.asarray(model_ids)  # to name models in errors
+        self.wavelength = None if wavelength is None else np.asarray(wavelength, dtype=np.float64)
         in_split = np.zeros(self.n_model, dtype=bool)
         in_split[self.positions] = True
         self._in_split = in_split
@@ -216,8 +293,11 @@ class CubeStream(torch.utils.data.IterableDataset):
         return self._array
 
     def _read(self, key) -> np.ndarray:
-        """flux[key] as float32, decoded from its CF packing (gridkit.schema.decode_packed)."""
-        return decode_packed(np.asarray(self._flux_array()[key]), self._attrs)
+        """flux[key] as float32, decoded from its CF packing (gridkit.schema.decode_packed); a chunk that fails its
+        checksum is named (gridkit.store.reading)."""
+        rows = key[0] if isinstance(key, tuple) else key
+        with reading(self.path, "training data", ["flux"], rows):
+            return decode_packed(np.asarray(self._flux_array()[key]), self._attrs)
 
     def samples_per_chunk_pass(self) -> int:
         per_model = (self.snr.size if self.mode == "stored" else self.copies)
@@ -230,6 +310,7 @@ class CubeStream(torch.utils.data.IterableDataset):
         arr = self._flux_array()
         if self.mode == "stored":
             block = self._read(slice(lo, hi))[keep]  # (k_models, n_snr, n_wave): one whole chunk read
+            self._check_finite(block, lo + keep, ci)
             k, n_snr, n_wave = block.shape
             flux = block.reshape(k * n_snr, n_wave)
             snr = np.tile(self.snr, k)
@@ -237,6 +318,7 @@ class CubeStream(torch.utils.data.IterableDataset):
         else:
             block = self._read(slice(lo, hi)) if arr.ndim == 2 else self._read((slice(lo, hi), self.noiseless_snr_index))
             block = block[keep].astype(np.float32, copy=False)
+            self._check_finite(block, lo + keep, ci)
             flux0 = np.repeat(block, self.copies, axis=0)
             a, b = np.log(self.snr_range[0]), np.log(self.snr_range[1])
             snr = np.exp(rng.uniform(a, b, size=flux0.shape[0]))
@@ -246,6 +328,21 @@ class CubeStream(torch.utils.data.IterableDataset):
         fstd = (flux - self.flux_mean) / self.flux_std
         sfeat = ((np.log10(snr) - self.logsnr_mean) / self.logsnr_std).astype(np.float32)
         return targets, fstd.astype(np.float32, copy=False), sfeat
+
+    def _check_finite(self, block: np.ndarray, positions: np.ndarray, ci: int) -> None:
+        """GridError naming the models (ids), pixels (wavelengths) and the store when a chunk read holds NaN/inf: the
+        whole store was checked finite when training started, so it changed on disk since (or a chunk is missing)."""
+        bad = ~np.isfinite(block)
+        if not bad.any():
+            return
+        rows = bad.reshape(bad.shape[0], -1).any(axis=1)
+        pix = np.flatnonzero(bad.reshape(-1, bad.shape[-1]).any(axis=0))
+        ids = (self.model_ids[positions[rows]] if self.model_ids is not None else positions[rows]).tolist()
+        where = ", ".join(f"{self.wavelength[i]:g}" for i in pix[:8]) + " A" if self.wavelength is not None else ", ".join(map(str, pix[:8]))
+        raise GridError(f"training data {self.path} has {int(bad.sum())} NaN/inf flux value(s) in chunk {ci}: model(s) "
+                        f"{', '.join(map(str, ids[:8]))}{', ...' if len(ids) > 8 else ''} at {pix.size} pixel(s) ({where}"
+                        f"{', ...' if pix.size > 8 else ''}). It was checked finite when training started, so the store changed on "
+                        "disk since: training stopped (no model written); fix the data and train afresh")
 
     def _batches(self, parts, rng, final: bool):
         """Concatenate buffered parts, shuffle, yield full batches (all of them where `final`), return the rest.
@@ -330,5 +427,6 @@ def make_loader(stream: CubeStream, *, num_workers: int, prefetch: int, start_me
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kwargs)
 
 
-__all__ = ["split_models", "read_split", "write_split", "open_training_store", "TrainingStore", "CubeStream", "make_loader",
+__all__ = ["split_models", "read_split", "write_split", "recorded_split", "model_digests", "split_digest", "flux_digest_lazy",
+           "flux_digest", "open_training_store", "TrainingStore", "CubeStream", "make_loader",
            "inverse_snr2_loguniform", "logsnr_moments", "SPLITS"]

@@ -49,8 +49,10 @@ COND_GROUP = 256
 class Posterior:
     """A trained cINN ready for inference (see `load`)."""
 
-    def __init__(self, model: CINN, meta: dict, extras: dict, model_dir: Path):
+    def __init__(self, model: CINN, meta: dict, extras: dict, model_dir: Path, weights_sha256: str | None = None):
         self.model = model.eval()
+        #: sha256 of the weights file these weights were loaded from, hashed by `load` as it read it (None: not loaded from a file)
+        self.weights_sha256 = weights_sha256
         self.meta = meta
         self.model_dir = Path(model_dir)
         self.label_names: tuple[str, ...] = tuple(meta["label_names"])
@@ -319,8 +321,9 @@ def _check_n(n) -> int:
 
 
 def load(model_dir, device: str | torch.device = "cpu") -> Posterior:
-    """Load a model directory written by `cinn.train` (no pickles: safetensors + JSON, integrity-checked)."""
-    meta, state, extras = ck.read_model(model_dir)
+    """Load a model directory written by `cinn.train` (no pickles: safetensors + JSON, integrity-checked: the weights
+    file is hashed as it is read and refused unless model.json records that sha256; `Posterior.weights_sha256`)."""
+    meta, state, extras, digest = ck.read_model(model_dir, return_digest=True)
     try:
         cfg = CINNConfig.from_dict(meta["config"])
     except Exception as exc:  # noqa: BLE001
@@ -331,7 +334,7 @@ def load(model_dir, device: str | torch.device = "cpu") -> Posterior:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ck.ModelDirError(f"{Path(model_dir) / ck.MODEL_WEIGHTS} does not match the config in model.json: {exc}") from exc
-    return Posterior(model, meta, extras, Path(model_dir)).to(device)
+    return Posterior(model, meta, extras, Path(model_dir), weights_sha256=digest).to(device)
 
 
 def reference_summarize(post: Posterior, flux, snr, n: int = 4096, seed: int = 0, keys=None,

@@ -30,6 +30,7 @@ import xarray as xr
 from catalogs.schema import QUANTILES
 from gridkit import store as _store
 from gridkit.errors import ConfigError, ExtrapolationWarning, GridError, StoreError
+from gridkit.files import check_output
 from gridkit.schema import STAR, WAVELENGTH, as_text, check_same_wavelength, label_attrs
 
 DEFAULT_CHUNK = 1024
@@ -111,16 +112,22 @@ def _survey(path) -> xr.Dataset:
 class InferChunk:
     """make_region of `infer`: the posterior summaries of one chunk of stars. Small and picklable."""
 
-    def __init__(self, model_dir, model_id, survey_path, samples, seed, label_names, loader=None, device="auto", missing="flag"):
+    def __init__(self, model_dir, model_id, survey_path, samples, seed, label_names, loader=None, device="auto", missing="flag",
+                 source: str = ""):
         self.model_dir, self.model_id, self.survey_path = str(model_dir), str(model_id), str(survey_path)
         self.samples, self.seed, self.label_names = int(samples), int(seed), tuple(label_names)
-        self.loader, self.device, self.missing = loader, device, missing
+        self.loader, self.device, self.missing, self.source = loader, device, missing, source
+
+    def inputs(self, i: int, sl: slice) -> str:
+        """The survey's content digest: a chunk inferred from a survey that changed since is inferred again."""
+        return self.source
 
     def __call__(self, i: int, sl: slice) -> xr.Dataset:
         post = cached_posterior(self.model_dir, self.model_id, self.loader, self.device)
         survey = _survey(self.survey_path)
-        flux = np.asarray(survey["flux"].isel({STAR: sl}).values, dtype=np.float32)
-        snr = np.asarray(survey["snr"].isel({STAR: sl}).values, dtype=np.float64)
+        with _store.reading(self.survey_path, "survey", ["flux", "snr"], sl):
+            flux = np.asarray(survey["flux"].isel({STAR: sl}).values, dtype=np.float32)
+            snr = np.asarray(survey["snr"].isel({STAR: sl}).values, dtype=np.float64)
         keys = np.arange(sl.start, sl.stop, dtype=np.int64)  # the star's index in the survey: chunking-independent draws
         bad = ~np.isfinite(flux)
         n_missing = bad.sum(axis=1).astype(np.int32)
@@ -244,9 +251,9 @@ def _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, com
 
 
 def _model_hash(post) -> str:
-    """sha256 of the model's weights file as recorded in its model.json (the model id is its first 16 hex digits)."""
-    files = (getattr(post, "meta", None) or {}).get("files") or {}
-    digest = next((str(v) for v in files.values() if isinstance(v, str) and len(v) == 64), None)
+    """sha256 of the weights that run: the one `cinn.load` computed from the bytes it loaded (`weights_sha256`), never
+    a value read from model.json; the model id for a custom loader whose posterior records no hash."""
+    digest = getattr(post, "weights_sha256", None)
     return f"sha256:{digest}" if digest else str(post.model_id)
 
 
@@ -322,8 +329,7 @@ def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrit
     model_dir, survey_path, out = Path(model_dir), Path(survey_path), Path(out)
     if not model_dir.is_dir():
         raise StoreError(f"model_dir {model_dir} does not exist or is not a directory")
-    if out.resolve() == survey_path.resolve():
-        raise ConfigError(f"out {out} is the survey itself")
+    check_output(out, [survey_path, model_dir])
     survey = open_survey(survey_path)
     post = (loader or default_loader)(model_dir)
     model_id, labels = str(post.model_id), tuple(post.label_names)
@@ -344,10 +350,11 @@ def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrit
     chunk = min(chunk, n)
     if out.exists() and not overwrite:
         _refuse_other_model(out, post, model_dir)
-    fp = _store.fingerprint("infer", str(post.model_id), list(post.label_names), _store.store_identity(survey_path), samples, seed, chunk,
+    fp = _store.fingerprint("infer", str(post.model_id), list(post.label_names), str(survey_path.resolve()), samples, seed, chunk,
                             *(() if missing == "flag" else (missing,)))
     template = _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, command)
-    store, resumed = _store.create(out, template, dim=STAR, region_size=chunk, fingerprint=fp, overwrite=overwrite)
+    store, resumed = _store.create(out, template, dim=STAR, region_size=chunk, fingerprint=fp, overwrite=overwrite,
+                                   inputs=[survey_path, model_dir])
     if progress:
         done = len(store.done())
         print(f"gridkit infer: {n} stars in {len(store.regions)} chunks of {chunk}"
@@ -357,6 +364,7 @@ def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrit
             _POSTERIORS.setdefault((str(model_dir.resolve()), model_id, "cpu"), post)
     del post  # distributed workers load their own copy, once per worker process, never shipped with the tasks
     make_region = InferChunk(model_dir.resolve(), model_id, survey_path.resolve(), samples, seed, labels, loader=loader, device=device,
+                             source=_store.digest(_store.store_identity(survey_path)),
                              missing=missing)
     return store, make_region, labels
 
@@ -430,19 +438,25 @@ def mock_survey(
     region = max(1, min(n, chunk or DEFAULT_CHUNK))
     survey["flux"] = survey["flux"].chunk({STAR: region, WAVELENGTH: -1})
     _store.write_dataset(survey, out, dim=STAR, region_size=region, overwrite=overwrite, client=client, progress=progress, desc="mock-survey",
-                         fingerprint_parts=("mock_survey", _store.store_identity(cube_path),
+                         inputs=[cube_path, *([model_dir] if model_dir else [])],
+                         fingerprint_parts=("mock_survey", str(cube_path.resolve()),
                                             float(snr), split, str(model_dir or ""), _store.fingerprint(wanted.tolist()), seed, id_prefix))
     return out
 
 
 def _selected_models(ids: np.ndarray, cube_path, split, model_dir, models) -> np.ndarray:
-    """The model ids of a mock survey: `model_dir`'s recorded `split`, else `models`, else all `ids`."""
+    """The model ids of a mock survey: `model_dir`'s recorded `split`, else `models`, else all `ids`. With
+    `model_dir`, the cube must hold that split's models, each with the id AND the labels it had in the training
+    data (model.json records a digest of them): the split of one cube names other models in another."""
     if model_dir is not None:
         if split not in ("train", "test", "validation"):
             raise ConfigError(f"split must be 'train', 'test' or 'validation', got {split!r}")
-        import cinn
+        from cinn.checkpoint import MODEL_JSON, read_json
+        from cinn.data import model_digests, recorded_split
+        from gridkit.grid import open_grid
 
-        wanted = np.asarray(cinn.read_split(model_dir)[split])
+        meta = read_json(Path(model_dir) / MODEL_JSON)
+        wanted, recorded = recorded_split(model_dir, meta)[split]
     elif models is not None:
         wanted = np.asarray(list(models))
     else:
@@ -452,6 +466,21 @@ def _selected_models(ids: np.ndarray, cube_path, split, model_dir, models) -> np
         raise GridError(f"{missing.size} model id(s) of the selection are not in {cube_path}, e.g. {missing[:5].tolist()}")
     if wanted.size == 0:
         raise GridError("the selection of models is empty")
+    if model_dir is not None:
+        names = list(meta.get("label_names") or [])
+        ds = open_grid(cube_path)
+        lacking = [n for n in names if n not in ds]
+        if lacking:
+            raise GridError(f"cube_path {cube_path} lacks the label(s) {', '.join(lacking)} of model_dir {model_dir}")
+        index = {v: i for i, v in enumerate(ids.tolist())}
+        at = np.array([index[v] for v in wanted.tolist()], dtype=np.int64)
+        labels = np.stack([np.asarray(ds[n].values, dtype=np.float64)[at] for n in names], axis=1)
+        other = model_digests(wanted, labels) != recorded
+        if other.any():
+            raise GridError(f"cube_path {cube_path} is not the data model_dir {model_dir} was trained on: {int(other.sum())} of the "
+                            f"{wanted.size} '{split}' model ids have other labels there than in training (e.g. model "
+                            f"{wanted[other][0]}), so they are other models; use the cube the model was trained on (or a copy "
+                            "or re-noised version of its grid), or select models by id without the model directory")
     return wanted
 
 

@@ -1,6 +1,10 @@
 """Training: maximum likelihood + reverse loss, Adam with exponential decay, validation every epoch, early
 stopping, gradient clipping, a non-finite guard, checkpoints every epoch and an exact resume.
 
+Fails safe: the whole training data is checked finite before anything is written (and every chunk read again
+as it is read), the best epoch is the best finite validation loss (none: TrainingError, no model), a fresh run
+that fails removes what it created, and a resume refuses a checkpoint whose training data changed.
+
 Resume = uninterrupted: every random draw of epoch e (data order, noise, the reverse loss's dz) is a
 function of (seed, e) only, the learning rate is lr * lr_decay**e, and the checkpoint holds weights, Adam's
 state and the early-stopping state; so continuing from the end of epoch e repeats what an uninterrupted
@@ -12,19 +16,22 @@ import csv
 import hashlib
 import itertools
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from gridkit.errors import ConfigError, StoreError
-from gridkit.files import atomic_output, jsonable
+from gridkit.errors import ConfigError, GridkitError, StoreError
+from gridkit.files import atomic_output, check_output, jsonable
+from gridkit.store import reading
 from gridkit.schema import label_attrs
 
 from . import checkpoint as ck
 from .config import CINNConfig, as_config
-from .data import CubeStream, inverse_snr2_loguniform, logsnr_moments, make_loader, open_training_store, split_models
+from .data import (CubeStream, flux_digest, flux_digest_lazy, inverse_snr2_loguniform, logsnr_moments, make_loader, model_digests,
+                   open_training_store, split_digest, split_models, write_split)
 from .model import CINN
 from .transforms import LabelTransform, flux_statistics
 
@@ -43,10 +50,15 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def data_hash(store) -> str:
-    """sha256 of what defines the training data: store metadata (zarr.json files), model ids, labels,
-    S/N values, wavelengths and the writer's fingerprint. Flux bytes are not read (a cube is too big to
-    hash for every training); the writer's fingerprint and the metadata identify how they were made."""
+def data_hash(store, content: str | None = None) -> str:
+    """sha256 of what defines the training data: store metadata (zarr.json files), model ids, labels, S/N values,
+    wavelengths and the flux content (`content`: `cinn.data.flux_digest` of the flux, computed here with one
+    read of the store when None; training computes it in the pass of its flux statistics). A changed flux value
+    changes the hash."""
+    if content is None:
+        import dask
+
+        content = flux_digest(dask.compute(flux_digest_lazy(store.flux))[0], store.flux)
     h = hashlib.sha256()
     for meta in sorted(Path(store.path).rglob("zarr.json")):
         rel = meta.relative_to(store.path).as_posix()
@@ -56,6 +68,7 @@ def data_hash(store) -> str:
         h.update(meta.read_bytes())
     for arr in (store.model_ids.astype(str), store.labels, store.wavelength, store.snr if store.snr is not None else np.zeros(0)):
         h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(content.encode())
     return h.hexdigest()
 
 
@@ -75,23 +88,33 @@ class Trainer:
         self.on_epoch = on_epoch
         self.store = open_training_store(cube_path, cfg.labels, cfg.loader)
         st = self.store
-        self.split = split_models(st.model_ids, cfg.split, cfg.split_seed, out_dir=self.out)
+        self.split = split_models(st.model_ids, cfg.split, cfg.split_seed)  # recorded by run(), nothing is written here
         self.pos = {k: _positions(st, v) for k, v in self.split.items()}
+        index = {v: i for i, v in enumerate(st.model_ids.tolist())}
+        digests = model_digests(st.model_ids, st.labels)
+        #: per split, the digest of each model's (id, labels), aligned with self.split's ids (split.json, model.json)
+        self.split_digests = {k: digests[[index[v] for v in ids.tolist()]] for k, ids in self.split.items()}
         train_labels = st.labels[self.pos["train"]]
         self.ltf = LabelTransform.fit(train_labels, cfg.labels, cfg.log_labels, cfg.log_floor)
         self.bounds = {n: [float(train_labels[:, i].min()), float(train_labels[:, i].max())] for i, n in enumerate(cfg.labels)}
         self.targets = self.ltf.forward(st.labels).astype(np.float32)
-        if st.mode == "stored":
-            self.flux_mean, self.flux_std = flux_statistics(st.flux.isel(model=self.pos["train"]))
-        else:
-            base = st.flux if st.flux.ndim == 2 else st.flux.isel(snr=st.noiseless_snr_index)
-            factor = inverse_snr2_loguniform(*cfg.snr_range) / st.pixel_width
-            self.flux_mean, self.flux_std = flux_statistics(base.isel(model=self.pos["train"]), noise_var_factor=factor)
+        # one pass over the store: the training split's statistics, every value of the store checked finite (a NaN
+        # anywhere is a GridError naming models and pixels, before anything is written) and the flux's content digest
+        what = f"training data {st.path}"
+        with reading(st.path, "training data", ["flux"]):  # a chunk that fails its checksum is named
+            if st.mode == "stored":
+                self.flux_mean, self.flux_std, blocks = flux_statistics(st.flux.isel(model=self.pos["train"]), check=st.flux,
+                                                                        also=(flux_digest_lazy(st.flux),), what=what)
+            else:
+                base = st.flux if st.flux.ndim == 2 else st.flux.isel(snr=st.noiseless_snr_index)
+                factor = inverse_snr2_loguniform(*cfg.snr_range) / st.pixel_width
+                self.flux_mean, self.flux_std, blocks = flux_statistics(base.isel(model=self.pos["train"]), noise_var_factor=factor,
+                                                                        check=st.flux, also=(flux_digest_lazy(st.flux),), what=what)
         self.logsnr = logsnr_moments(st, cfg.snr_range)
         self.device = resolve_device(cfg.device)
         self.model = CINN(cfg, st.wavelength.size).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-        self.data_hash = data_hash(st)
+        self.data_hash = data_hash(st, flux_digest(blocks, st.flux))
 
     # -- streams -------------------------------------------------------------------------------
     def stream(self, split: str, epoch: int, shuffle: bool, max_batches: int | None = None) -> CubeStream:
@@ -101,7 +124,8 @@ class Trainer:
             flux_mean=self.flux_mean, flux_std=self.flux_std, logsnr_mean=self.logsnr[0], logsnr_std=self.logsnr[1],
             batch_size=cfg.batch_size, snr=st.snr, pixel_width=st.pixel_width, snr_range=cfg.snr_range,
             copies_per_model=cfg.copies_per_model, noiseless_snr_index=st.noiseless_snr_index, shuffle=shuffle,
-            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch, max_batches=max_batches,
+            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch, max_batches=max_batches, model_ids=st.model_ids,
+            wavelength=st.wavelength,
         )
 
     # -- losses --------------------------------------------------------------------------------
@@ -152,7 +176,11 @@ class Trainer:
         cfg = self.cfg
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "files": {}, "stopped": False}
         if resume:
-            state.update(ck.load_checkpoint(self.out, self.model, self.optimizer))
+            saved = ck.load_checkpoint(self.out, self.model, self.optimizer)
+            self._check_same_data(saved)
+            state.update(saved)
+        else:
+            write_split(self.out, self.split, {"seed": int(cfg.split_seed), "fractions": [float(f) for f in cfg.split]}, self.split_digests)
         if not state["history"]:
             v_nll, v_rev = self.validate()
             state["history"].append(_row(0, float("nan"), float("nan"), float("nan"), float("nan"), v_nll, v_rev, 0, 0.0))
@@ -206,23 +234,44 @@ class Trainer:
                 tr = sums / max(n_ok, 1)
                 state["epoch"] = epoch + 1
                 state["history"].append(_row(epoch + 1, lr, tr[0], tr[1], tr[2], v_nll, v_rev, skipped, time.perf_counter() - t0))
-                if not (v_nll < state["best_val"]) and math.isfinite(state["best_val"]):
-                    state["bad_epochs"] += 1
-                else:
-                    state["best_val"], state["best_epoch"], state["bad_epochs"] = v_nll, epoch + 1, 0
+                # the best epoch: the lowest FINITE validation NLL (without a validation split: the last finite training loss)
+                has_val = self.pos["validation"].size > 0
+                score = v_nll if has_val else (float(tr[0]) if n_ok else math.nan)
+                if math.isfinite(score) and (score < state["best_val"] or not has_val):
+                    state["best_val"], state["best_epoch"], state["bad_epochs"] = score, epoch + 1, 0
                     state["files"]["best.safetensors"] = ck.save_best(self.out, self.model)
+                else:
+                    state["bad_epochs"] += 1
                 if state["bad_epochs"] >= cfg.patience:
                     state["stopped"] = True
-                ck.save_checkpoint(self.out, self.model, self.optimizer, {**state, "config": cfg.to_dict()})
+                ck.save_checkpoint(self.out, self.model, self.optimizer, {**state, "config": cfg.to_dict(), "data_hash": self.data_hash})
                 self._write_log(state["history"])
                 if self.on_epoch is not None:
                     self.on_epoch(dict(state["history"][-1]))
         finally:
             bar.close()
             del loader  # stops the workers
-        best = ck.load_best(self.out, state["files"].get("best.safetensors")) if state["files"].get("best.safetensors") else self.model.state_dict()
-        self.write_model(best, state)
+        if not state["files"].get("best.safetensors"):
+            kind = "val_nll" if self.pos["validation"].size else "train_loss"
+            losses = ", ".join(f"{r[kind]}" for r in state["history"][1:][-5:])
+            raise ck.TrainingError(f"no epoch of {state['epoch']} gave a finite {'validation' if kind == 'val_nll' else 'training'} "
+                                   f"loss (last {kind}: {losses}); no model written. The training data were checked finite: lower lr "
+                                   f"(now {cfg.lr:.3g}) or grad_clip ({cfg.grad_clip})")
+        self.write_model(ck.load_best(self.out, state["files"]["best.safetensors"]), state)
         return self.out
+
+    def _check_same_data(self, saved: dict) -> None:
+        """Refuse to resume a checkpoint trained on other data than the store now holds (StoreError)."""
+        recorded = saved.get("data_hash")
+        where = self.out / ck.CKPT_DIR / ck.STATE
+        if recorded is None:
+            raise StoreError(f"cannot resume: {where} records no hash of its training data (written before gridkit recorded it), so a "
+                             f"change of {self.store.path} cannot be ruled out; start afresh without --resume (another --out)")
+        if recorded != self.data_hash:
+            raise StoreError(f"the training data changed since this checkpoint: {self.store.path} now hashes to {self.data_hash[:16]}, "
+                             f"the checkpoint in {where} was trained on data hashing to {str(recorded)[:16]} (flux, labels, model "
+                             "ids, S/N or wavelengths differ); resuming would mix two data sets: start afresh without --resume "
+                             "(another --out)")
 
     def _write_log(self, history) -> None:
         with atomic_output(self.out / "log.csv") as tmp, open(tmp, "w", newline="") as fh:
@@ -244,8 +293,11 @@ class Trainer:
             "n_wave": int(st.wavelength.size),
             "instrument": {k: jsonable(st.attrs.get(k)) for k in ("instrument", "arms", "resolving_power") if k in st.attrs},
             "training_data": {"path": str(st.path), "hash": self.data_hash, "mode": st.mode, "n_model": st.n_model,
-                              "split_sizes": {k: int(v.size) for k, v in self.pos.items()}},
-            "training": {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_val_nll": state["best_val"],
+                              "split_sizes": {k: int(v.size) for k, v in self.pos.items()},
+                              # per split, sha256 of its models' (id, labels) digests (split.json holds them per model)
+                              "split_digests": {k: split_digest(v) for k, v in self.split_digests.items()}},
+            "training": {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+                         "best_val_nll": state["best_val"] if self.pos["validation"].size else None,
                          "early_stopped": bool(state["stopped"]), "device": str(self.device)},
             "versions": ck.package_versions(),
         }
@@ -265,6 +317,10 @@ def train(cube_path, out_dir, config=None, epochs=None, batches_per_epoch=None, 
     used; only `epochs` may change), with results identical to an uninterrupted run.
     """
     out = Path(out_dir)
+    config_file = config if isinstance(config, (str, os.PathLike)) else None
+    check_output(out, [cube_path, config_file], what="out_dir (--out)")  # never write into, onto or around an input
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"out_dir {out} exists and is not a directory")
     overrides = {"epochs": epochs, "batches_per_epoch": batches_per_epoch, "batch_size": batch_size}
     if resume:
         state_path = out / ck.CKPT_DIR / ck.STATE
@@ -282,8 +338,20 @@ def train(cube_path, out_dir, config=None, epochs=None, batches_per_epoch=None, 
         cfg = as_config(config).replace(**overrides)
         if (out / ck.MODEL_JSON).exists() or (out / ck.CKPT_DIR).exists():
             raise StoreError(f"out_dir {out} already holds a model or checkpoint; pass resume=True (--resume) to continue it or choose another directory")
-    out.mkdir(parents=True, exist_ok=True)
-    return Trainer(cube_path, out, cfg, progress=progress).run(resume)
+    # everything is validated (config, the whole training data: finite, labels, split) before anything is written
+    trainer = Trainer(cube_path, out, cfg, progress=progress)
+    if resume:  # continues the checkpoint in place; a failure leaves it as the last finished epoch wrote it
+        return trainer.run(resume=True)
+
+    def resumable(exc: BaseException) -> bool:
+        """Keep a fresh run's output after an interruption (not a refusal of data or losses) once it holds a checkpoint."""
+        keep = not isinstance(exc, GridkitError) and (out / ck.CKPT_DIR / ck.STATE).is_file()
+        if keep:
+            exc.add_note(f"gridkit: {out} keeps the checkpoint of the last finished epoch; continue with resume=True (--resume)")
+        return keep
+
+    with ck.created_output(out, keep=resumable):  # a failure removes what this run created, nothing else
+        return trainer.run(resume=False)
 
 
 __all__ = ["train", "Trainer", "resolve_device", "data_hash"]

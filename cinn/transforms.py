@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gridkit.errors import GridError
+
 STD_FLOOR = 1e-6
 
 
@@ -89,24 +91,70 @@ class InputScaler:
         return {"logsnr_mean": self.logsnr_mean, "logsnr_std": self.logsnr_std}
 
 
-def flux_statistics(flux, *, noise_var_factor: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def flux_statistics(flux, *, noise_var_factor: np.ndarray | float = 0.0, check=None, also=(), what: str = "flux"):
     """Per-pixel mean and std of a lazy flux (model, [snr,] wavelength) computed out of core with dask.
 
     noise_var_factor: (n_wave,) or scalar; adds mean(flux**2) * factor to the variance (dynamic noise:
     the expected variance of noise sigma = flux / snr_pixel).
+    check: a lazy flux (model, [snr,] wavelength) whose every value must be finite (default: `flux`), e.g. the
+    whole cube of which `flux` is the training split; it is checked in the same dask pass as the statistics
+    (a chunk is read once), and a NaN/inf anywhere is a GridError naming `what`, the models (ids) and the
+    pixels (wavelengths): statistics of non-finite data would make every loss NaN.
+    also: further lazy dask collections computed in the same pass (they share its reads); their values follow
+    (mean, std) in the returned tuple.
     """
     import dask
-    import dask.array as da
 
-    arr = flux.data if hasattr(flux, "data") else flux
-    if not isinstance(arr, da.Array):
-        arr = da.from_array(np.asarray(arr))
-    arr = arr.astype(np.float64)
+    arr = _dask(flux).astype(np.float64)
     axes = tuple(range(arr.ndim - 1))
-    mean, sq = dask.compute(arr.mean(axis=axes), (arr**2).mean(axis=axes))
+    checked = flux if check is None else check
+    found = nonfinite_lazy(checked)
+    mean, sq, bad, *extra = dask.compute(arr.mean(axis=axes), (arr**2).mean(axis=axes), found, *also)
+    raise_nonfinite(checked, bad, what)
     var = np.maximum(sq - mean**2, 0.0) + sq * np.asarray(noise_var_factor, dtype=np.float64)
     std = np.maximum(np.sqrt(var), 1e-3)  # a pixel constant across the grid must not blow up
-    return mean.astype(np.float32), std.astype(np.float32)
+    return (mean.astype(np.float32), std.astype(np.float32), *extra)
 
 
-__all__ = ["LabelTransform", "InputScaler", "flux_statistics"]
+def _dask(flux):
+    import dask.array as da
+
+    arr = flux.data if hasattr(flux, "dims") else flux  # a DataArray's dask array (numpy arrays have a .data buffer too)
+    return arr if isinstance(arr, da.Array) else da.from_array(np.asarray(arr))
+
+
+def nonfinite_lazy(flux) -> tuple:
+    """Lazy (count, per-row any, per-pixel any[, per-middle-index any]) of the NaN/inf values of a flux
+    (row, [snr,] wavelength): what `raise_nonfinite` needs to name them, from one pass over the data."""
+    import dask.array as da
+
+    bad = ~da.isfinite(_dask(flux))
+    rows, pix = tuple(range(1, bad.ndim)), tuple(range(bad.ndim - 1))
+    mid = (bad.any(axis=(0, bad.ndim - 1)),) if bad.ndim == 3 else ()
+    return (bad.sum(), bad.any(axis=rows), bad.any(axis=pix), *mid)
+
+
+def raise_nonfinite(flux, found, what: str = "flux") -> None:
+    """GridError naming the rows (model ids), pixels (wavelengths) and S/N of the NaN/inf values `found`
+    (computed `nonfinite_lazy(flux)`) of `flux` (a DataArray names them by coordinate, an array by index)."""
+    count, rows, pix, *mid = found
+    if int(count) == 0:
+        return
+    dims = tuple(getattr(flux, "dims", ())) or (("model", "snr", "wavelength") if len(flux.shape) == 3 else ("model", "wavelength"))
+    coords = getattr(flux, "coords", {})
+
+    def named(mask, dim: str, noun: str, unit: str = "") -> str:
+        idx = np.flatnonzero(np.asarray(mask))
+        values = np.asarray(coords[dim].values)[idx] if dim in coords else idx
+        shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values[:8].tolist())
+        label = dim if dim in coords else f"{dim} index"
+        return f"{idx.size} {noun}(s) ({label} {shown}{', ...' if idx.size > 8 else ''}{unit})"
+
+    where = f"{int(count)} NaN/inf flux value(s) in {named(rows, dims[0], 'model')} at {named(pix, dims[-1], 'pixel', ' A')}"
+    if mid:
+        where += f", at {named(mid[0], dims[1], 'S/N')}"
+    raise GridError(f"{what} has {where}; statistics and losses of non-finite data are NaN: mask, interpolate or drop those "
+                    "models, then train")
+
+
+__all__ = ["LabelTransform", "InputScaler", "flux_statistics", "nonfinite_lazy", "raise_nonfinite"]

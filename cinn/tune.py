@@ -20,11 +20,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 from typing import Mapping
 
 from gridkit.errors import ConfigError
-from gridkit.files import atomic_write_text
+from gridkit.files import atomic_write_text, check_output
 
 from .config import CINNConfig, as_config
 
@@ -181,11 +182,12 @@ def tune(cube_path, tune_dir, *, n_trials: int = 20, epochs: int = 30, config=No
         base_cfg = base_cfg.replace(num_workers=0)  # Dask workers are daemonic: no loader processes inside them
     base = base_cfg.to_dict()
     tune_dir = Path(tune_dir)
-    tune_dir.mkdir(parents=True, exist_ok=True)
+    check_output(tune_dir, [cube_path, config if isinstance(config, (str, os.PathLike)) else None], what="tune_dir (--out)")
     cube_path = str(Path(cube_path).resolve())
     from .data import open_training_store
 
-    open_training_store(cube_path, base_cfg.labels, base_cfg.loader)  # a bad cube fails here, before any trial
+    open_training_store(cube_path, base_cfg.labels, base_cfg.loader)  # a bad cube fails here, before anything is written
+    tune_dir.mkdir(parents=True, exist_ok=True)
     _study(tune_dir, epochs, seed, create=True)
     if client is None:
         run_trials(cube_path, str(tune_dir.resolve()), n_trials, base, space, epochs, seed)

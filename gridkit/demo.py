@@ -23,7 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
-from .files import jsonable
+from .files import check_output, jsonable
+
+#: files the demo writes in its folder besides the stores and folders of `run_demo`
+DEMO_FILES = ("summary.json", "query.fits", "catalog.csv")
 
 #: a CPU-sized network (the published one is cinn.CINNConfig() with its defaults)
 DEMO_NETWORK = {
@@ -126,12 +129,16 @@ def run_demo(out="demo-output", config: DemoConfig | None = None, *, scheduler: 
     cfg = config or DemoConfig()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
     p = {k: out / v for k, v in {"base": "base.zarr", "cube": "train.zarr", "model": "model", "report": "report",
                                    "survey": "survey.zarr", "catalog": "catalog.zarr", "figures": "figures",
                                    "sun_survey": "sun-survey.zarr", "sun_catalog": "sun-catalog.zarr"}.items()}
+    sun = _shared_sun() if cfg.sun == "auto" else (Path(cfg.sun) if cfg.sun else None)
+    check_output(out, [sun], "demo --out")
+    if overwrite:  # only what the demo itself writes: a folder given by mistake keeps everything else
+        for path in [*p.values(), *(out / f for f in DEMO_FILES)]:
+            if path.exists():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     p["figures"].mkdir(exist_ok=True)
     stage = _Stages(log)
     summary: dict = {"config": jsonable(dataclasses.asdict(cfg)), "paths": {k: str(v) for k, v in p.items()}}

@@ -50,6 +50,38 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     return Path(path)
 
 
+def check_output(out, inputs, what: str = "--out") -> Path:
+    """Refuse (StoreError) an output path that is one of `inputs`, contains one (an input lies inside it) or lies
+    inside one, comparing resolved paths (symlinks followed): no command may delete or overwrite its own inputs,
+    with --overwrite or without. Returns the output path. `inputs`: paths (None entries are skipped)."""
+    from .errors import StoreError
+
+    out = Path(out)
+    target = out.resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        src = Path(item).resolve()
+        if target == src:
+            raise StoreError(f"{what} {out} is the input {item}; choose another output path")
+        if src.is_relative_to(target):
+            raise StoreError(f"{what} {out} contains the input {item}; choose an output outside the inputs")
+        if target.is_relative_to(src):
+            raise StoreError(f"{what} {out} lies inside the input {item}; choose an output outside the inputs")
+    return out
+
+
+def sha256_file(path) -> str:
+    """sha256 of a file's bytes (hex), read in blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def jsonable(obj):
     """`obj` with numpy scalars and arrays, tuples and paths turned into plain JSON types; non-finite floats
     become None (JSON has no NaN or infinity); other objects are kept (json.dumps decides)."""
@@ -71,4 +103,4 @@ def jsonable(obj):
     return obj
 
 
-__all__ = ["atomic_output", "atomic_write_text", "atomic_write_bytes", "jsonable"]
+__all__ = ["atomic_output", "atomic_write_text", "atomic_write_bytes", "check_output", "jsonable", "sha256_file"]

@@ -151,13 +151,14 @@ def check_same_wavelength(wavelength, reference, *, what: str = "the spectra", o
 
 
 def check_labels(labels: Mapping[str, np.ndarray], n: int, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
-    """Labels as float64 arrays of length n, finite, with every required name present."""
+    """Labels as float64 arrays of length n, finite, with every required name present (GridError naming the
+    label and its first bad value otherwise: text that is not a number, NaN, infinity, a wrong length)."""
     missing = [name for name in required if name not in labels]
     if missing:
         raise GridError(f"missing labels: {', '.join(missing)}")
     out = {}
     for name, values in labels.items():
-        arr = np.asarray(values, dtype=np.float64)
+        arr = _numbers(name, values)
         if arr.shape != (n,):
             raise GridError(f"label {name!r} must have one value per model ({n}), got shape {arr.shape}")
         bad = ~np.isfinite(arr)
@@ -165,6 +166,26 @@ def check_labels(labels: Mapping[str, np.ndarray], n: int, required: Iterable[st
             raise GridError(f"label {name!r} is NaN or infinite for {int(bad.sum())} model(s), first at index {int(np.flatnonzero(bad)[0])}")
         out[name] = arr
     return out
+
+
+def _numbers(name: str, values) -> np.ndarray:
+    """`values` of label `name` as float64; GridError naming the first value that is not a number (a label table
+    with text in a label column, e.g. 'abc' or an empty cell)."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    flat = np.asarray(values, dtype=object).ravel()
+    bad = []
+    for i, v in enumerate(flat.tolist()):
+        try:
+            float(v.decode() if isinstance(v, bytes) else v)
+        except (TypeError, ValueError, OverflowError):
+            bad.append(i)
+    if not bad:  # not a flat sequence of numbers (ragged rows...)
+        raise GridError(f"label {name!r} must be numbers, one per model; got {str(values)[:80]}")
+    i = bad[0]
+    raise GridError(f"label {name!r} must be numbers; {len(bad)} of {flat.size} value(s) are not, first at index {i}: {flat[i]!r}")
 
 
 def check_flux_finite(flux: np.ndarray, name: str = "flux") -> None:
@@ -233,9 +254,13 @@ def validate_grid(ds: xr.Dataset, *, kind: str = "base", required_labels: Iterab
             if name not in ds:
                 raise GridError(f"a survey needs a '{name}' variable along 'star'")
         snr = np.asarray(ds["snr"].values, dtype=float)
-        if not np.all(np.isfinite(snr)) or np.any(snr <= 0):
-            raise GridError("survey snr must be finite and > 0 for every star")
         ids = as_text(ds["star_id"].values).ravel().astype(str)
+        bad = ~(np.isfinite(snr) & (snr > 0))
+        if bad.any():
+            where = np.flatnonzero(bad.ravel())
+            named = ", ".join(f"{ids[i] if i < ids.size else i} ({snr.ravel()[i]:g})" for i in where[:5])
+            raise GridError(f"survey snr must be finite and > 0 for every star; {where.size} of {snr.size} star(s) fail: {named}"
+                            + (" ..." if where.size > 5 else ""))
         uniq, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
             raise GridError(f"star_id must be unique; duplicated: {', '.join(uniq[counts > 1][:5])}")

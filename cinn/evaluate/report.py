@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from gridkit.errors import ConfigError, GridError
+from gridkit.errors import ConfigError, GridError, StoreError
 from gridkit.schema import label_info
 
 from . import metrics
@@ -442,13 +442,21 @@ class _Spectra:
         return np.asarray(cube.flux.sel(snr=snr).isel(model=self.positions).values)
 
 
-def _check_options(samples, ppc, max_spectra) -> None:
-    if not isinstance(samples, (int, np.integer)) or samples < 2:
+def _check_options(samples, ppc, max_spectra, *, ppc_draws=16, chunk=256, figure_snr=REFERENCE_SNR, saliency_spectra=64) -> None:
+    def integer(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not integer(samples) or samples < 2:
         raise ConfigError(f"samples must be an integer >= 2, got {samples!r}")
-    if isinstance(ppc, bool) or not isinstance(ppc, (int, np.integer)) or ppc < 0:
+    if not integer(ppc) or ppc < 0:
         raise ConfigError(f"ppc (spectra for the posterior predictive check) must be an integer >= 0, got {ppc!r}")
-    if max_spectra is not None and (not isinstance(max_spectra, (int, np.integer)) or max_spectra < 1):
+    if max_spectra is not None and (not integer(max_spectra) or max_spectra < 1):
         raise ConfigError(f"max_spectra must be a positive integer or None, got {max_spectra!r}")
+    for name, value in (("ppc_draws", ppc_draws), ("chunk", chunk), ("saliency_spectra", saliency_spectra)):
+        if not integer(value) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if not (isinstance(figure_snr, (int, float, np.number)) and math.isfinite(figure_snr) and figure_snr > 0):
+        raise ConfigError(f"figure_snr (--snr-figure) must be a finite S/N > 0, got {figure_snr!r}")
 
 
 def _open_cube(post: Posterior, cube_path: Path):
@@ -466,45 +474,49 @@ def _open_cube(post: Posterior, cube_path: Path):
 
 
 def _select_models(post: Posterior, cube, cube_path: Path, split: str | None) -> tuple[np.ndarray, str]:
-    """Positions along `model` of the spectra to evaluate and a description of the choice."""
-    ids = np.asarray(cube["model"].values)
-    if split in (None, "all"):
-        return np.arange(ids.size), "all models of the cube"
-    if split not in ("train", "test", "validation"):
+    """Positions along `model` of the spectra to evaluate and a description of the choice, decided by the models:
+    a model of the cube is a model of the network's training data when its id AND labels equal those of a model
+    of the recorded split (`cinn.data.recorded_split`), whatever the cube's path or noise.
+
+    'train'/'test'/'validation': that split's models in the cube (the training cube, a copy or a re-noised
+    version of its grid). A cube holding none of them is another cube: its models are evaluated except those
+    that are training or validation models of the network (excluded with a warning), never as held out.
+    'all' (or None): every model of the cube; the description counts its training and validation models."""
+    import warnings
+
+    from cinn.data import model_digests, recorded_split
+
+    if split not in (None, "all", "train", "test", "validation"):
         raise ConfigError(f"split must be 'test', 'validation', 'train' or 'all', got {split!r}")
-    training = post.meta.get("training_data", {})
-    if not _is_training_cube(post, cube_path):
-        import warnings
-
-        warnings.warn(f"{cube_path} is not the cube model {post.model_id} was trained on ({training.get('path')}); "
-                      "evaluating all of its models (a separate cube is held out by construction)", stacklevel=4)
-        return np.arange(ids.size), f"all models (the cube is not the training cube {training.get('path')})"
-    from cinn.data import read_split
-
-    wanted = np.asarray(read_split(post.model_dir)[split])
-    pos = np.flatnonzero(np.isin(ids, wanted))
-    if pos.size == 0:
-        raise GridError(f"none of the {wanted.size} '{split}' models of {post.model_dir} is in {cube_path}")
-    return pos, f"{split} split ({pos.size} models)"
-
-
-def _is_training_cube(post: Posterior, cube_path: Path) -> bool:
-    """Whether `cube_path` is the cube the model was trained on: the same path, or the same data hash
-    (a copy); True where the model does not record its training data."""
-    training = post.meta.get("training_data", {})
-    if not training.get("path"):
-        return True
-    if Path(training["path"]).resolve() == Path(cube_path).resolve():
-        return True
-    if not training.get("hash"):
-        return False
+    ids = np.asarray(cube["model"].values)
+    digests = model_digests(ids, np.stack([np.asarray(cube[lab].values, dtype=np.float64) for lab in post.label_names], axis=1))
     try:
-        from cinn.data import open_training_store
-        from cinn.train import data_hash
-
-        return data_hash(open_training_store(cube_path, post.label_names, "auto")) == training["hash"]
-    except Exception:  # noqa: BLE001 - a cube that cannot be a training store is not the training cube
-        return False
+        rec = recorded_split(post.model_dir, post.meta)
+    except StoreError:
+        if split not in (None, "all"):
+            raise
+        return np.arange(ids.size), "all models of the cube (the model directory records no split digests: which are training models is unknown)"
+    seen = np.isin(digests, np.concatenate([rec["train"][1], rec["validation"][1]]))  # trained or selected on
+    if split in (None, "all"):
+        note = f"; {int(seen.sum())} of them training or validation models of this network" if seen.any() else ""
+        return np.arange(ids.size), f"all {ids.size} models of the cube{note}"
+    own = np.isin(digests, rec[split][1])
+    n_rec = rec[split][0].size
+    if own.any():
+        pos = np.flatnonzero(own)
+        rest = "" if pos.size == n_rec else f" of its {n_rec}; the others are not in the cube with their training labels"
+        return pos, f"{split} split ({pos.size} models{rest})"
+    if split == "train":
+        raise GridError(f"none of the {n_rec} training models of {post.model_dir} (id and labels) is in {cube_path}")
+    keep = np.flatnonzero(~seen)
+    if keep.size == 0:
+        raise GridError(f"every model of {cube_path} is a training or validation model of {post.model_dir} (same id and labels): "
+                        "nothing held out to evaluate")
+    excluded = f"; its {int(seen.sum())} training or validation models of this network are excluded" if seen.any() else ""
+    warnings.warn(f"{cube_path} holds none of the '{split}' models of {post.model_dir}: it is another cube; evaluating its "
+                  f"{keep.size} models that are not training or validation models of this network (by id and labels){excluded}",
+                  stacklevel=4)
+    return keep, f"{keep.size} models of another cube, none a training or validation model of this network (by id and labels){excluded}"
 
 
 def _snr_values(cube, snr) -> list[float]:
@@ -643,38 +655,43 @@ def evaluate(
     model_dir: a model directory from `cinn.train` (or a loaded `Posterior`). cube_path: a cube
     flux(model, snr, wavelength) on the model's wavelength grid with the true labels along `model`.
     samples: posterior draws per spectrum (MAP, intervals, SBC ranks, coverage). split: the models of the
-    training split to use ('test', 'validation', 'train'; 'all' or None: every model); a cube other than the
-    training cube is used whole. snr: S/N values of the cube to evaluate (default all). max_spectra: use the
-    first N selected models only. figure_snr: S/N of the per-spectrum figures (Fig. 5, SBC histograms,
+    training split to use ('test', 'validation', 'train'; 'all' or None: every model), matched by id AND labels,
+    whatever the cube's path (`_select_models`: a cube holding none of them is another cube, evaluated without
+    the network's training and validation models). snr: S/N values of the cube to evaluate (default all).
+    max_spectra: use the first N selected models only. figure_snr: S/N of the per-spectrum figures (Fig. 5, SBC histograms,
     saliency, PPC; the nearest available). saliency: add the saliency maps (`saliency_spectra` spectra).
     ppc: number of spectra for the posterior predictive check (0: none; each costs 2 + `ppc_draws`
     syntheses with the cube's generator, seconds with the analytic one, minutes with Turbospectrum); skipped,
     with a note, where the cube's generator cannot run here. Returns {name: path} of everything written
     (tables as `<name>_ecsv` and `<name>_csv`, figures, `summary_md`, `summary_json`).
     """
+    from cinn.checkpoint import created_output
     from cinn.posterior import Posterior, load
+    from gridkit.files import check_output
 
-    _check_options(samples, ppc, max_spectra)
-    post = model_dir if isinstance(model_dir, Posterior) else load(model_dir, device=device)
+    _check_options(samples, ppc, max_spectra, ppc_draws=ppc_draws, chunk=chunk, figure_snr=figure_snr, saliency_spectra=saliency_spectra)
     cube_path, out = Path(cube_path), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    model_path = model_dir.model_dir if isinstance(model_dir, Posterior) else Path(model_dir)
+    check_output(out, [model_path, cube_path], what="out_dir (--out)")  # the report never goes into, onto or around an input
+    post = model_dir if isinstance(model_dir, Posterior) else load(model_dir, device=device)
     cube = _open_cube(post, cube_path)
-    spectra = _select_spectra(post, cube, cube_path, split, snr, max_spectra)
+    spectra = _select_spectra(post, cube, cube_path, split, snr, max_spectra)  # everything is checked before out is made
 
-    t0 = time.perf_counter()
-    results = _sample_results(post, cube, spectra, int(samples), seed, chunk=chunk, progress=progress)
-    labels = list(post.label_names)
-    tables = make_tables(results, labels, feh_index=labels.index("feh") if "feh" in labels else None)
-    paths: dict[str, Path] = write_tables(tables, out)
-    paths.update(make_figures(results, tables, labels, out, figure_snr))
-    fig_snr = _nearest_snr(spectra.snrs, figure_snr)
-    if saliency:
-        paths.update(_saliency(post, cube, spectra.subset(slice(saliency_spectra)), fig_snr, seed, out))
-    ppc_stats, notes = None, []
-    if ppc > 0:
-        ppc_paths, ppc_stats, notes = _posterior_predictive_check(post, cube, spectra.subset(slice(ppc)), fig_snr, samples=int(samples),
-                                                                  draws=int(ppc_draws), seed=seed, out=out)
-        paths.update(ppc_paths)
-    meta = _summary_meta(post, cube_path, spectra, results, samples, seed, fig_snr, notes, time.perf_counter() - t0)
-    paths.update(_write_summary(tables, meta, paths, out, ppc_stats))
+    with created_output(out):  # a failure removes what this run wrote, nothing else
+        t0 = time.perf_counter()
+        results = _sample_results(post, cube, spectra, int(samples), seed, chunk=chunk, progress=progress)
+        labels = list(post.label_names)
+        tables = make_tables(results, labels, feh_index=labels.index("feh") if "feh" in labels else None)
+        paths: dict[str, Path] = write_tables(tables, out)
+        paths.update(make_figures(results, tables, labels, out, figure_snr))
+        fig_snr = _nearest_snr(spectra.snrs, figure_snr)
+        if saliency:
+            paths.update(_saliency(post, cube, spectra.subset(slice(saliency_spectra)), fig_snr, seed, out))
+        ppc_stats, notes = None, []
+        if ppc > 0:
+            ppc_paths, ppc_stats, notes = _posterior_predictive_check(post, cube, spectra.subset(slice(ppc)), fig_snr, samples=int(samples),
+                                                                      draws=int(ppc_draws), seed=seed, out=out)
+            paths.update(ppc_paths)
+        meta = _summary_meta(post, cube_path, spectra, results, samples, seed, fig_snr, notes, time.perf_counter() - t0)
+        paths.update(_write_summary(tables, meta, paths, out, ppc_stats))
     return paths

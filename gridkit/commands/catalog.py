@@ -25,7 +25,7 @@ def register(sub):
     q.add_argument("--out", default=None, help="write to .fits/.parquet/.vot/.csv instead of printing")
     q.add_argument("--overwrite", action="store_true")
     q.add_argument("--max-rows", type=int, default=20, help="rows to print without --out (default 20; -1: all)")
-    q.set_defaults(func=_query)
+    q.set_defaults(func=_reading(_query, lambda args: [args.catalog]))
 
     e = cmds.add_parser("export", help="write a catalog (or the stars satisfying --where) as FITS/Parquet/VOTable/CSV")
     e.add_argument("catalog")
@@ -33,31 +33,45 @@ def register(sub):
     e.add_argument("--columns", type=names, default=None)
     e.add_argument("--where", default=None, help="a query expression")
     e.add_argument("--overwrite", action="store_true")
-    e.set_defaults(func=_export)
+    e.set_defaults(func=_reading(_export, lambda args: [args.catalog]))
 
     m = cmds.add_parser("merge", help="merge the catalogs of several runs into one Zarr catalog")
     m.add_argument("out")
     m.add_argument("catalogs", nargs="+")
     m.add_argument("--on-duplicate", choices=("error", "first"), default="error", help="a star_id in several inputs: error (default) or keep the first")
     m.add_argument("--overwrite", action="store_true")
-    m.set_defaults(func=_merge)
+    m.set_defaults(func=_reading(_merge, lambda args: args.catalogs))
 
     c = cmds.add_parser("calibrate", help="apply a stored, named Eq. B.1 bias calibration as new columns <label>_cal")
     c.add_argument("catalog")
     c.add_argument("calibration_positional", nargs="?", default=None, metavar="CALIBRATION", help="same as --calibration")
     c.add_argument("--calibration", default=None, help="a calibration name (searched in $GRIDKIT_CALIBRATIONS, ~/.config/gridkit/calibrations) or a JSON path")
     c.add_argument("--out", default=None, help="write the calibrated catalog here (.zarr or an export format); default: add the columns to the catalog in place")
-    c.add_argument("--overwrite", action="store_true")
-    c.set_defaults(func=_calibrate)
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --out, and <label>_cal columns an earlier calibration wrote")
+    c.set_defaults(func=_reading(_calibrate, lambda args: [args.catalog]))
 
     i = cmds.add_parser("info", help="size, labels, columns and provenance of a catalog")
     i.add_argument("catalog")
-    i.set_defaults(func=_info)
+    i.set_defaults(func=_reading(_info, lambda args: [args.catalog]))
+
+
+def _reading(run, inputs):
+    """`run(args)`, with a catalog whose chunks cannot be decoded named with the chunk (gridkit.store.reading)."""
+    def wrapped(args):
+        from gridkit.store import reading
+
+        with reading(inputs(args), "catalog"):
+            return run(args)
+
+    return wrapped
 
 
 def _query(args):
     import catalogs
+    from gridkit.files import check_output
 
+    if args.out:
+        check_output(args.out, [args.catalog])
     cat = catalogs.open(args.catalog)
     sel = catalogs.query(cat, args.expr, columns=args.columns)
     n = sel.sizes["star"]
@@ -73,7 +87,9 @@ def _query(args):
 
 def _export(args):
     import catalogs
+    from gridkit.files import check_output
 
+    check_output(args.out, [args.catalog])
     path = catalogs.export(catalogs.open(args.catalog), args.out, columns=args.columns, where=args.where, overwrite=args.overwrite)
     print(f"written: {path}")
     return 0
@@ -88,34 +104,15 @@ def _merge(args):
 
 
 def _calibrate(args):
-    from pathlib import Path
-
-    import catalogs
-    from catalogs.calibrate import write_in_place
-
+    from catalogs.calibrate import calibrate_catalog
     from gridkit.errors import ConfigError
 
     if (args.calibration is None) == (args.calibration_positional is None):
         raise ConfigError("give the calibration once: --calibration NAME_OR_FILE")
-    cat = catalogs.open(args.catalog)
-    out = catalogs.calibrate(cat, args.calibration or args.calibration_positional)
-    new = [k for k in out.data_vars if k not in cat.data_vars]
+    columns = calibrate_catalog(args.catalog, args.calibration or args.calibration_positional, args.out, overwrite=args.overwrite)
     if args.out is None:
-        write_in_place(args.catalog, out, new, overwrite=args.overwrite)
-        print(f"added {', '.join(new)} to {args.catalog}")
-    elif str(args.out).endswith(".zarr"):
-        from gridkit.store import write_dataset
-
-        if Path(args.out).exists() and not args.overwrite:
-            from gridkit.errors import StoreError
-
-            raise StoreError(f"--out {args.out} exists; pass --overwrite to replace it")
-        n = out.sizes["star"]
-        write_dataset(out.drop_indexes("star_id").reset_coords("star_id"), args.out, dim="star", region_size=max(1, min(n, 65536)),
-                      overwrite=args.overwrite, progress=False)
-        print(f"calibrated catalog written: {args.out}")
+        print(f"added {', '.join(columns)} to {args.catalog}")
     else:
-        catalogs.export(out, args.out, overwrite=args.overwrite)
         print(f"calibrated catalog written: {args.out}")
     return 0
 

@@ -26,7 +26,8 @@ def register(sub):
     ev = parser.add_argument_group("evaluate")
     ev.add_argument("--samples", type=int, default=1024, help="posterior draws per spectrum (default 1024)")
     ev.add_argument("--split", default="test", choices=("test", "validation", "train", "all"),
-                    help="models of the training split to evaluate (default test; a cube other than the training cube is used whole)")
+                    help="models of the training split to evaluate, matched by id and labels (default test; a cube holding none of them "
+                    "is another cube: its models are used except the network's training and validation models; all: every model)")
     ev.add_argument("--snr", type=floats, default=None, help="comma-separated S/N values of the cube to evaluate (default all)")
     ev.add_argument("--snr-figure", type=float, default=250.0, help="S/N of Fig. 5, the SBC histograms, saliency and PPC (nearest in the cube; default 250)")
     ev.add_argument("--max-spectra", type=int, default=None, help="evaluate the first N models of the split only")

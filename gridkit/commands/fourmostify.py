@@ -34,8 +34,11 @@ def _run(args):
 
     from ..degradation import PER_ANGSTROM, PER_PIXEL
     from ..observed import format_ranges, fourmostify_store, missing_report
+    from ..files import atomic_output, check_output
     from ._common import client_from_args
 
+    if args.report:
+        check_output(args.report, [*args.spectra, args.out], "--report")
     with client_from_args(args) as client:
         out = fourmostify_store(
             args.spectra, args.out, args.input_resolving_power, instrument=args.instrument, arms=args.arms, snr=args.snr,
@@ -51,7 +54,7 @@ def _run(args):
     if args.report:
         import csv
 
-        with open(args.report, "w", newline="") as fh:
+        with atomic_output(args.report) as tmp, open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["star_id", "n_missing", "missing_ranges_angstrom"])
             for row in report:

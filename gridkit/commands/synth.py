@@ -36,11 +36,12 @@ def _run(args):
     from .. import synth
     from ..errors import ConfigError
     from ..io import read_labels
+    from ..schema import LABEL_NAMES
 
     if (args.labels is None) == (args.n_models is None):
         raise ConfigError("give exactly one of --n-models (draw from the prior) or --labels (a table)")
     if args.labels is not None:
-        labels = read_labels(args.labels)
+        labels = read_labels(args.labels, numeric=LABEL_NAMES)
     else:
         prior = synth.LabelPrior.from_file(args.prior) if args.prior else synth.LabelPrior()
         labels = synth.sample_labels(args.n_models, args.seed, prior)
@@ -51,14 +52,13 @@ def _run(args):
         from ..synth.turbospectrum import sample_labels_within_coverage
 
         labels = sample_labels_within_coverage(args.n_models, args.seed, prior, backend)
-    from ..schema import LABEL_NAMES
-
     labels = {k: v for k, v in labels.items() if k in LABEL_NAMES}
     from ._common import client_from_args
 
     with client_from_args(args) as client:
         report = synth.synthesize(labels, backend, args.out, models_per_region=args.models_per_region, overwrite=args.overwrite,
-                                  progress=not args.no_progress, client=client)
+                                  progress=not args.no_progress, client=client,
+                                  inputs=[f for f in (args.labels, args.prior, *(args.linelist or []), args.atmosphere) if f])
     print(f"{report.path}: {report.n_ok} of {report.n_models} models synthesized ({args.backend})" + (" (resumed)" if report.resumed else ""))
     for model, reason in list(report.not_ok.items())[:10]:
         print(f"  model {model}: {reason}")

@@ -9,19 +9,14 @@ import xarray as xr
 
 from .. import store as _store
 from ..errors import ConfigError, GridError, StoreError
+from ..files import check_output
 from ..schema import label_names
 from . import chain
 from .config import DEFAULT_SNR, DegradeConfig
 
 
 def _open_base(path) -> xr.Dataset:
-    path = Path(path)
-    if not path.exists():
-        raise GridError(f"input grid {path} does not exist")
-    try:
-        return xr.open_zarr(path, consolidated=False)
-    except Exception as exc:  # noqa: BLE001
-        raise GridError(f"input {path} is not a readable Zarr grid: {exc}") from exc
+    return _store.open_complete(path, "input grid", rerun="rerun the command that made it")
 
 
 class DegradeRegion:
@@ -29,11 +24,16 @@ class DegradeRegion:
 
     def __init__(self, input_path: str, config: DegradeConfig, labels: Sequence[str]):
         self.input_path, self.config, self.labels = str(input_path), config, list(labels)
+        self._source = _store.digest(_store.store_identity(input_path))  # the input's content, read once
 
     def __call__(self, i: int, sl: slice) -> xr.Dataset:
-        ds = xr.open_zarr(self.input_path, consolidated=False).isel(model=sl)
-        ds = ds[["flux", *self.labels]].load()
+        with _store.reading(self.input_path, "input grid", ["flux", *self.labels], sl):
+            ds = xr.open_zarr(self.input_path, consolidated=False).isel(model=sl)
+            ds = ds[["flux", *self.labels]].load()
         return chain.apply(ds, self.config).compute()
+
+    def inputs(self, i: int, sl: slice) -> str:
+        return self._source
 
 
 def degrade_store(
@@ -66,21 +66,22 @@ def degrade_store(
     base = _open_base(input_path)
     if isinstance(region_size, bool) or not isinstance(region_size, int) or region_size < 1:
         raise ConfigError(f"region_size must be an integer >= 1, got {region_size!r}")
+    check_output(out, [input_path])
     if out.exists() and not overwrite:
         try:
             _store.open_region_store(out)
         except StoreError:
             raise StoreError(f"output {out} exists; pass overwrite=True (--overwrite) to replace it") from None
-    if Path(input_path).resolve() == out.resolve():
-        raise StoreError(f"output {out} is the input grid")
     labels = label_names(base)
     cfg = DegradeConfig(instrument=instrument, arms=arms, snr=snr, seed=seed, snr_convention=snr_convention, **options)
     cube = chain.apply(base, cfg)  # validates everything except the flux values
     if check_finite:
-        _check_store_finite(base.flux, client)
-    template = cube.assign({k: cube[k].load() for k in labels})
-    fp = _store.fingerprint("degrade", _store.store_identity(input_path), cfg.to_dict(), region_size)
-    rs, resumed = _store.create(out, template, dim="model", region_size=region_size, fingerprint=fp, overwrite=overwrite)
+        with _store.reading(input_path, "input grid", ["flux"]):
+            _check_store_finite(base.flux, client)
+    # the per-model columns (labels, synthesis status, ...) are small: written with the template; the regions write flux
+    template = cube.assign({k: cube[k].load() for k, v in cube.data_vars.items() if k != "flux" and v.dims == ("model",)})
+    fp = _store.fingerprint("degrade", str(Path(input_path).resolve()), cfg.to_dict(), region_size)
+    rs, resumed = _store.create(out, template, dim="model", region_size=region_size, fingerprint=fp, overwrite=overwrite, inputs=[input_path])
     failures = _store.write_regions(rs, DegradeRegion(str(input_path), cfg, labels), client=client, progress=progress,
                                     desc="degrade", on_error=on_error)
     if failures:

@@ -43,8 +43,16 @@ def outside_policy(outside: str) -> str:
     return outside
 
 
+#: The largest S/N noise is drawn for: the noise of a higher one (relative 1e-15) is below what float32 flux can
+#: hold, and S/N values name random streams through snr * 1000 as an integer (1e308 would overflow). For no noise,
+#: give no S/N.
+MAX_SNR = 1e15
+#: the lowest S/N: noise a thousand times the signal carries nothing, and far lower values overflow float32 (1e-300 gave inf)
+MIN_SNR = 1e-3
+
+
 def snr_values(snr) -> np.ndarray:
-    """S/N values as a 1-D float64 array: finite, > 0, distinct."""
+    """S/N values as a 1-D float64 array: finite, between MIN_SNR and MAX_SNR, distinct."""
     try:
         values = np.atleast_1d(np.asarray(snr, dtype=np.float64))
     except (TypeError, ValueError):
@@ -54,6 +62,12 @@ def snr_values(snr) -> np.ndarray:
     bad = ~np.isfinite(values) | (values <= 0)
     if bad.any():
         raise ConfigError(f"snr must be finite and > 0; got {values[bad][0]:g}")
+    if np.any(values < MIN_SNR):
+        raise ConfigError(f"snr must be at least {MIN_SNR:g} (noise a thousand times the signal; smaller values overflow the noisy "
+                          f"flux); got {values[values < MIN_SNR][0]:g}")
+    if np.any(values > MAX_SNR):
+        raise ConfigError(f"snr must be at most {MAX_SNR:g} (the noise of a higher S/N is below float32 precision; for noise-free "
+                          f"spectra give no S/N); got {values[values > MAX_SNR][0]:g}")
     if np.unique(values).size != values.size:
         raise ConfigError(f"snr values must be distinct, got {values.tolist()}")
     return values
@@ -84,7 +98,8 @@ def below(r: float, r_in: float, name: str = "resolving_power") -> float:
 
 
 def input_resolving_power_value(value) -> float:
-    """An input resolving power: > 0, inf for an unbroadened spectrum."""
+    """An input resolving power: > 0, inf for an unbroadened spectrum. Any finite value is accepted: one far above
+    the target's is effectively infinite (the kernel's width, sqrt(1/R^2 - 1/R_in^2), is computed without overflow)."""
     try:
         r_in = float(value)
     except (TypeError, ValueError, OverflowError):

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -51,9 +51,10 @@ def read_spectrum(path, format: str | None = None) -> tuple[np.ndarray, np.ndarr
     return wl, flux, meta
 
 
-def read_labels(path) -> dict[str, np.ndarray]:
+def read_labels(path, numeric: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """{column name: values} of a label table (CSV, ECSV, FITS, VOTable, by extension; astropy's guess otherwise).
-    Numeric columns as float64 (masked values become NaN), others as str."""
+    Numeric columns as float64 (masked values become NaN), others as str. The columns named in `numeric` that
+    the table has must hold numbers: GridError naming the file, the column and its first row that does not."""
     from astropy.table import Table
 
     path = Path(path)
@@ -75,7 +76,25 @@ def read_labels(path) -> dict[str, np.ndarray]:
         if values.ndim != 1:
             continue
         out[str(col)] = values
+    for col in numeric:
+        if col in out and out[col].dtype.kind not in "f":
+            _numeric_column(path, col, out[col])
     return out
+
+
+def _numeric_column(path: Path, col: str, values: np.ndarray) -> None:
+    """Raise GridError naming the first row of text column `col` that is not a number (rows count from 1)."""
+    items, bad = values.tolist(), []
+    for i, v in enumerate(items):
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            bad.append(i)
+    if not bad:  # numbers written as text (a FITS string column of '1.5'): numbers still
+        return
+    first = items[bad[0]]
+    raise GridError(f"label table {path}: column {col!r} must hold numbers; {len(bad)} of {len(items)} row(s) do not, "
+                    f"first row {bad[0] + 1}: {first!r}" + (" (an empty cell)" if first == "" else ""))
 
 
 __all__ = ["READERS", "SPECTRUM_FORMATS", "TABLE_FORMATS", "read_spectrum", "read_labels", "ingest", "read_spec", "read_text", "read_fits", "write_text", "write_fits", "spectrum_format"]

@@ -35,14 +35,26 @@ def to_angstrom(values: np.ndarray, unit, where: str) -> np.ndarray:
         raise GridError(f"{where}: wavelength unit {str(unit)!r} is not a length ({exc})") from None
 
 
+def _numeric(hdu, name: str, path: Path, k: int) -> np.ndarray:
+    """Column `name` of a table HDU as flat float64; GridError naming the file, HDU and column when it does not
+    hold numbers (text, logical or complex values)."""
+    values = np.asarray(hdu.data[name])
+    if values.dtype.kind not in "iuf":
+        kind = {"U": "text", "S": "text", "b": "logical values", "c": "complex numbers"}.get(values.dtype.kind, f"{values.dtype} values")
+        first = values.ravel()[:1].tolist()
+        raise GridError(f"{path} HDU {k}: column {name!r} must hold numbers, it holds {kind} (FITS format "
+                        f"{hdu.columns[name].format}" + (f", first value {first[0]!r})" if first else ")"))
+    return values.astype(np.float64).ravel()
+
+
 def _table(hdu, path: Path, k: int):
     names = {n.lower(): n for n in hdu.columns.names}
     wcol = next((names[n] for n in WAVE_COLUMNS if n in names), None)
     fcol = next((names[n] for n in FLUX_COLUMNS if n in names), None)
     if wcol is None or fcol is None:
         return None
-    wl = np.asarray(hdu.data[wcol], dtype=np.float64).ravel()
-    flux = np.asarray(hdu.data[fcol], dtype=np.float64).ravel()
+    wl = _numeric(hdu, wcol, path, k)
+    flux = _numeric(hdu, fcol, path, k)
     if wcol.lower() == "loglam":
         wl = 10.0**wl
     wl = to_angstrom(wl, hdu.columns[wcol].unit, f"{path} HDU {k} column {wcol}")

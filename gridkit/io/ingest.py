@@ -23,6 +23,7 @@ import xarray as xr
 
 from .. import store as _store
 from ..errors import GridError, StoreError
+from ..files import check_output, sha256_file
 from ..schema import FLUX_ATTRS, LABEL_NAMES, MODEL, WAVELENGTH, check_labels, label_variables, wavelength_attrs
 
 ID_COLUMNS = ("file", "filename", "spectrum", "id")
@@ -89,6 +90,10 @@ class _IngestRegion:
     def __init__(self, files: list[str], fmt: str | None, model_ids: np.ndarray):
         self.files, self.fmt, self.model_ids = files, fmt, model_ids
 
+    def inputs(self, i: int, sl: slice) -> str:
+        """The bytes of the region's spectrum files (a region written from files that changed is written again)."""
+        return _store.digest([sha256_file(f) for f in self.files[sl]])
+
     def __call__(self, i: int, sl: slice) -> xr.Dataset:
         from . import read_spectrum
 
@@ -153,9 +158,12 @@ def ingest(
     from . import read_labels
 
     out = Path(out)
+    files = _files(spec_files)
+    given = [spec_files] if isinstance(spec_files, (str, Path)) else list(spec_files)
+    inputs = [*given, *files, *([labels_table] if isinstance(labels_table, (str, Path)) else [])]
+    check_output(out, inputs)
     if out.exists() and not overwrite:
         raise StoreError(f"output {out} exists; pass overwrite=True (--overwrite) to replace it")
-    files = _files(spec_files)
     table = read_labels(labels_table) if isinstance(labels_table, (str, Path)) else {k: np.asarray(v) for k, v in labels_table.items()}
     if not table:
         raise GridError(f"label table {labels_table} has no columns")
@@ -180,7 +188,7 @@ def ingest(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
     fp = _store.fingerprint("ingest", [str(f.resolve()) for f in files], sorted(labels), region)
-    rstore, _ = _store.create(out, template, dim=MODEL, region_size=region, fingerprint=fp, overwrite=overwrite)
+    rstore, _ = _store.create(out, template, dim=MODEL, region_size=region, fingerprint=fp, overwrite=overwrite, inputs=inputs)
     failures = _store.write_regions(rstore, _IngestRegion([str(f) for f in files], format, model_ids), client=client,
                                     on_error="record", progress=progress, desc="ingest")
     if failures:

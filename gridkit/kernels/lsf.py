@@ -17,13 +17,14 @@ TRUNCATE = 6.0
 
 def kernel_sigma_lnlambda(resolving_power: float, input_resolving_power: float = math.inf) -> float:
     """Sigma in ln(lambda) of the Gaussian that takes a spectrum at `input_resolving_power` to
-    `resolving_power`: FWHM^2 = (1/R)^2 - (1/R_in)^2 (widths add in quadrature)."""
+    `resolving_power`: FWHM^2 = (1/R)^2 - (1/R_in)^2 (widths add in quadrature), computed as
+    (1/R) * sqrt(1 - (R/R_in)^2) so that no finite R or R_in overflows (R_in = 1e300 is effectively infinite)."""
     r, r_in = float(resolving_power), float(input_resolving_power)
     if not (r > 0 and math.isfinite(r)):
         raise ValueError(f"resolving_power must be finite and > 0, got {resolving_power}")
     if not r < r_in:
         raise ValueError(f"resolving_power ({r:g}) must be below the input resolving power ({r_in:g})")
-    fwhm = math.sqrt(1.0 / r**2 - (0.0 if math.isinf(r_in) else 1.0 / r_in**2))
+    fwhm = (1.0 / r) * math.sqrt(1.0 - (r / r_in) ** 2)  # r / r_in < 1 (0 for r_in = inf): never overflows
     return fwhm / FWHM_PER_SIGMA
 
 

@@ -10,6 +10,7 @@ import xarray as xr
 from .. import instruments as _instruments
 from .. import store as _store
 from ..errors import ConfigError, GridError, StoreError
+from ..files import check_output, sha256_file
 from ..kernels import noise
 from ..schema import WAVELENGTH, wavelength_attrs
 from . import pipeline as _fm
@@ -38,7 +39,7 @@ def _file_row(path, cfg: _fm.FourmostifyConfig) -> dict:
     f = res.flux.values[0]
     s = float(res.snr.values[0])
     if not np.isfinite(s):  # estimate it from the data
-        s = estimate_snr(f, res[WAVELENGTH].values, cfg.snr_convention)
+        s = estimate_snr(f, res[WAVELENGTH].values, cfg.snr_convention, name=str(path))
     return {"flux": f, "snr": s, "n_missing": int(np.isnan(f).sum()), "n_duplicates": int(ds.attrs["n_duplicate_wavelengths"]),
             "ra": float(meta.get("ra", np.nan)), "dec": float(meta.get("dec", np.nan))}
 
@@ -57,6 +58,10 @@ class FourmostifyRegion:
 
     def __init__(self, paths: Sequence[str], config: _fm.FourmostifyConfig):
         self.paths, self.config = [str(p) for p in paths], config
+
+    def inputs(self, i: int, sl: slice) -> str:
+        """The bytes of the region's files: a region written from files that changed since is written again."""
+        return _store.digest([sha256_file(p) for p in self.paths[sl]])
 
     def __call__(self, i: int, sl: slice) -> xr.Dataset:
         rows = [_file_row(p, self.config) for p in self.paths[sl]]
@@ -141,6 +146,7 @@ def fourmostify_store(
         if not Path(p).exists():
             raise GridError(f"spectrum file {p} does not exist")
     ids = _star_ids(paths, star_ids)
+    check_output(out, paths)
     if out.exists() and not overwrite:
         try:
             _store.open_region_store(out)
@@ -148,11 +154,15 @@ def fourmostify_store(
             raise StoreError(f"output {out} exists; pass overwrite=True (--overwrite) to replace it") from None
     cfg = _fm.FourmostifyConfig(input_resolving_power=input_resolving_power, instrument=instrument, arms=arms, snr=snr,
                                 input_snr=input_snr, seed=seed, snr_convention=snr_convention)
-    _file_row(paths[0], cfg)  # validate the first spectrum fully before anything is written (reader, resolving power, coverage)
+    _file_row(paths[0], cfg)  # the first spectrum all the way through before anything is written (resolving power, coverage)
+    for p in paths[1:]:  # every other file read and checked: a bad file is named before anything is written
+        wl, flux, _ = _read(p)
+        spectrum_dataset(wl, flux, name=str(p))
     template = _template(paths, ids, cfg, region_size)
     fp = _store.fingerprint("fourmostify", [str(Path(p).resolve()) for p in paths], ids, cfg.to_dict(), region_size)
-    rs, _ = _store.create(out, template, dim="star", region_size=region_size, fingerprint=fp, overwrite=overwrite)
-    failures = _store.write_regions(rs, FourmostifyRegion(paths, cfg), client=client, progress=progress, desc="fourmostify")
+    rs, _ = _store.create(out, template, dim="star", region_size=region_size, fingerprint=fp, overwrite=overwrite, inputs=paths)
+    failures = _store.write_regions(rs, FourmostifyRegion(paths, cfg), client=client, progress=progress, desc="fourmostify",
+                                    on_error="record")
     if failures:
         raise StoreError(f"{len(failures)} region(s) of {out} failed (rerun to retry): {next(iter(failures.values()))}")
     return out

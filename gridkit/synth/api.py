@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -123,13 +123,15 @@ def synthesize(
     model=None,
     required_labels=LABEL_NAMES,
     attrs: Mapping | None = None,
+    inputs: Sequence = (),
 ) -> SynthesisReport:
     """Synthesize one spectrum per label set into a base-grid Zarr v3 store at `out`; resume a previous run.
 
     labels: {name: (n,) values}, the 13 default labels required (`required_labels`); backend: a Synthesizer
     or a name of `BACKENDS`; models_per_region: models per task and per Zarr chunk; client: a distributed
     Client (default: local threads); on_model_error: 'record' (status 2, the grid goes on) or 'raise'.
-    An existing `out` is resumed only if the same job made it, replaced only with overwrite=True.
+    An existing `out` is resumed only if the same job made it, replaced only with overwrite=True. inputs: files the
+    labels or options were read from (a label table, a prior): `out` may not be, contain or lie inside one.
     """
     if on_model_error not in ("record", "raise"):
         raise ConfigError(f"on_model_error must be 'record' or 'raise', got {on_model_error!r}")
@@ -175,8 +177,8 @@ def synthesize(
 
     label_hash = hashlib.sha256(b"".join(lab[k].tobytes() for k in sorted(lab)) + model_ids.tobytes()).hexdigest()
     fp = _store.fingerprint("synth", syn.name, prov, hashlib.sha256(wl.tobytes()).hexdigest(), label_hash, sorted(lab), region)
-    rstore, resumed = _store.create(out, template, dim=MODEL, region_size=region, fingerprint=fp, overwrite=overwrite)
-    maker = _SynthRegion(syn, lab, model_ids, wl.size, on_model_error, str(out))
+    rstore, resumed = _store.create(out, template, dim=MODEL, region_size=region, fingerprint=fp, overwrite=overwrite, inputs=inputs)
+    maker = _SynthRegion(syn, lab, model_ids, wl.size, on_model_error, str(rstore.path))  # where it is written (aside, when overwriting)
     failures = _store.write_regions(rstore, maker, client=client, on_error="record" if on_model_error == "record" else "raise",
                                     progress=progress, desc=f"synth ({syn.name})")
     if failures:

@@ -3,9 +3,11 @@
 - `store_differences(a, b)`: how two Zarr stores differ, chunk file by chunk file and attribute by attribute
 - `assert_stores_identical(a, b)`: raise AssertionError listing the differences (resume = uninterrupted, a
   refactoring that must not change a byte, ...)
+- `failing_regions(cls, regions)`: a job whose regions fail, to test that a rerun resumes it
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Iterable
@@ -44,6 +46,26 @@ def store_differences(a, b, *, ignore_attrs: Iterable[str] = VOLATILE_ATTRS) -> 
     return out
 
 
+@contextlib.contextmanager
+def failing_regions(region_class, regions: Iterable[int], error: Exception | None = None):
+    """Within the block, `region_class` (a job's make_region class, e.g. gridkit.degradation.jobs.DegradeRegion)
+    raises `error` (default RuntimeError("node lost")) for the given region indices: an interrupted run, to test
+    that a rerun resumes it."""
+    real = region_class.__call__
+    bad = set(regions)
+
+    def call(self, i, sl):
+        if i in bad:
+            raise error or RuntimeError("node lost")
+        return real(self, i, sl)
+
+    region_class.__call__ = call
+    try:
+        yield
+    finally:
+        region_class.__call__ = real
+
+
 def assert_stores_identical(a, b, *, ignore_attrs: Iterable[str] = VOLATILE_ATTRS) -> None:
     """AssertionError listing (up to 20 of) the differences between two stores, if any."""
     diff = store_differences(a, b, ignore_attrs=ignore_attrs)
@@ -52,4 +74,4 @@ def assert_stores_identical(a, b, *, ignore_attrs: Iterable[str] = VOLATILE_ATTR
         raise AssertionError(f"stores {a} and {b} differ in {len(diff)} place(s):\n" + "\n".join(diff[:20]) + more)
 
 
-__all__ = ["store_differences", "assert_stores_identical", "VOLATILE_ATTRS"]
+__all__ = ["store_differences", "assert_stores_identical", "failing_regions", "VOLATILE_ATTRS"]

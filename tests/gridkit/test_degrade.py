@@ -3,6 +3,7 @@ by every step, the final LSF, the cube's data model, restartability bit for bit,
 anything is written, and the shared real-physics grid."""
 import importlib
 import math
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from gridkit.cli import main
 from gridkit.errors import ConfigError, GridError, StoreError
 from gridkit.kernels import rebin as kr
 from gridkit.schema import LABEL_NAMES
+from gridkit.testing import failing_regions
 
 D = importlib.import_module("gridkit.degradation")
 J = importlib.import_module("gridkit.degradation.jobs")
@@ -97,19 +99,10 @@ def test_store_resume_equals_uninterrupted(tmp_path, monkeypatch):
     np.testing.assert_array_equal(got.flux.values, direct.flux.values)
     assert got.flux.encoding["chunks"] == (2, 2, 25_200)
     # interrupt: region 1 fails, is recorded; rerun resumes and writes the same bytes
-    real = J.DegradeRegion.__call__
-
-    def flaky(self, i, sl):
-        if i == 1:
-            raise RuntimeError("node lost")
-        return real(self, i, sl)
-
-    monkeypatch.setattr(J.DegradeRegion, "__call__", flaky)
-    with pytest.raises(StoreError, match="1 region"):
+    with failing_regions(J.DegradeRegion, [1]), pytest.raises(StoreError, match="1 region"):
         D.degrade_store(src, tmp_path / "b.zarr", snr=[12, 250], region_size=2, progress=False, on_error="record")
     with pytest.raises(StoreError, match="incomplete"):
         gridkit.open_grid(tmp_path / "b.zarr")
-    monkeypatch.setattr(J.DegradeRegion, "__call__", real)
     D.degrade_store(src, tmp_path / "b.zarr", snr=[12, 250], region_size=2, progress=False)
     np.testing.assert_array_equal(gridkit.open_grid(tmp_path / "b.zarr").flux.values, got.flux.values)
 
@@ -250,3 +243,47 @@ def test_chain_recorded_as_steps_and_repeated_from_them():
     published = gridkit.degrade(ds, snr=None)
     assert json.loads(published.attrs[D.STEPS_ATTR])[0] == {"op": "to_resolution", "resolving_power": 80000.0, "input_resolving_power": None}
     assert D.chain_options(published.attrs)["intermediate_resolving_power"] == 80000.0
+
+
+def test_a_huge_input_resolving_power_is_effectively_infinite(tmp_path, capsys):
+    """R_in = 1e300 used to overflow (1/R_in**2) into a traceback; the kernel's width sqrt(1/R^2 - 1/R_in^2) is
+    1/R for any R_in that large, so the cube equals the one from an unbroadened (R_in = inf) input."""
+    from gridkit.kernels.lsf import kernel_sigma_lnlambda
+
+    assert kernel_sigma_lnlambda(20_000, 1e300) == kernel_sigma_lnlambda(20_000)
+    assert kernel_sigma_lnlambda(20_000, 1.7e308) == kernel_sigma_lnlambda(20_000)
+    assert 0 < kernel_sigma_lnlambda(1e300, 2e300) < 1e-300  # both huge: tiny but a width, no overflow
+    assert kernel_sigma_lnlambda(20_000, 40_000) == pytest.approx(math.sqrt(1 / 20_000**2 - 1 / 40_000**2) / (2 * math.sqrt(2 * math.log(2))), rel=1e-12)
+    src = _store_with(tmp_path, "base.zarr", base_grid(n=2))
+    common = ["--arms", "red", "--snr", "50", "--workers", "0", "--no-progress"]
+    assert main(["degrade", str(src), "--out", str(tmp_path / "huge.zarr"), "--input-resolving-power", "1e300", *common]) == 0
+    assert main(["degrade", str(src), "--out", str(tmp_path / "inf.zarr"), "--input-resolving-power", "inf", *common]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    np.testing.assert_array_equal(gridkit.open_grid(tmp_path / "huge.zarr").flux.values, gridkit.open_grid(tmp_path / "inf.zarr").flux.values)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--snr", "1e308"], "snr must be at most 1e\\+15"),
+    (["--snr", "1e300,20"], "snr must be at most 1e\\+15"),
+    (["--input-resolving-power", "nan"], "input_resolving_power must be > 0"),
+    (["--input-resolving-power=-1e300"], "input_resolving_power must be > 0"),
+    (["--input-resolving-power", "1e-300"], "must be below the input's resolving power"),
+])
+def test_absurd_numbers_are_refused_with_a_message_and_nothing_written(tmp_path, capsys, argv, message):
+    src = _store_with(tmp_path, "base.zarr", base_grid(n=2))
+    out = tmp_path / "cube.zarr"
+    assert main(["degrade", str(src), "--out", str(out), "--workers", "0", "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_an_snr_so_low_that_the_noise_overflows_is_refused(tmp_path, capsys):
+    """`--snr 1e-300` wrote a cube of inf with only a warning; now refused before anything is written."""
+    src = tmp_path / "base.zarr"
+    gridkit.write_grid(base_grid(n=2), src)
+    assert main(["degrade", str(src), "--out", str(tmp_path / "c.zarr"), "--snr", "1e-300", "--workers", "0", "--no-progress"]) == 2
+    assert "snr must be at least 0.001" in capsys.readouterr().err
+    assert not (tmp_path / "c.zarr").exists()
+    cube = gridkit.degrade(base_grid(n=2), snr=[0.001]).compute()  # the lowest accepted S/N gives finite noise
+    assert np.isfinite(cube.flux.values).all()

@@ -125,6 +125,7 @@ def test_survey_store_and_cli(tmp_path, capsys):
     wl = np.arange(5100.0, 6700.0, 0.02)  # stops before the red arm's end
     flux = 1 - 0.5 * np.exp(-0.5 * ((wl - 5500.0) / 0.03) ** 2)
     a = _write_text(tmp_path / "star-a.txt", wl, flux)
+    text = a.read_text()
     flux_b = flux.copy()
     flux_b[15_000:15_005] = np.nan  # masked pixels near 5400 A
     b = _write_text(tmp_path / "star-b.txt", wl, flux_b)
@@ -155,5 +156,103 @@ def test_survey_store_and_cli(tmp_path, capsys):
     out2 = tmp_path / "s2.zarr"
     D.fourmostify_store([a], out2, 80_000, progress=False)
     assert gridkit.open_grid(out2, kind="survey").snr.values[0] > 1000  # noise-free input
-    with pytest.raises(StoreError, match="exists"):
-        D.fourmostify_store([a], tmp_path / "star-a.txt", 80_000, progress=False)
+    with pytest.raises(StoreError, match="star-a.txt is the input"):  # an input is never an output, even with --overwrite
+        D.fourmostify_store([a], tmp_path / "star-a.txt", 80_000, progress=False, overwrite=True)
+    assert a.read_text() == text
+
+
+def test_negative_input_snr_is_refused_as_such(tmp_path, capsys):
+    """`--snr 100 --input-snr -50` once said "snr = 100 must be below input_snr = -50": the real problem is the sign."""
+    wl = np.arange(5100.0, 6850.0, 0.02)
+    a = _write_text(tmp_path / "star-a.txt", wl, np.ones(wl.size))
+    for bad in ("-50", "0", "nan"):
+        assert main(["fourmostify", str(a), "--out", str(tmp_path / "s.zarr"), "--input-resolving-power", "80000", "--snr", "100",
+                     f"--input-snr={bad}", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "input_snr must be > 0" in err and "must be below" not in err, err
+    with pytest.raises(ConfigError, match="input_snr must be > 0.*got -50"):
+        D.FourmostifyConfig(input_resolving_power=80_000, snr=100, input_snr=-50)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_der_snr_of_spectra_without_a_measurable_snr_is_nan_not_a_made_up_number():
+    rng = np.random.default_rng(1)
+    wl = np.arange(5000.0, 5100.0, 0.05)
+    flux = 1 + rng.normal(0, 0.01, wl.size)
+    s = D.estimate_snr(flux, wl, "per_pixel")
+    assert s == pytest.approx(100, rel=0.1)  # noise 0.01 on a continuum of 1
+    with pytest.warns(UserWarning, match=r"cannot measure the S/N of neg.txt: the estimate is -9\d\.\d+ with median flux -0.99"):
+        assert math.isnan(D.estimate_snr(-flux, wl, name="neg.txt"))
+    with pytest.warns(UserWarning, match="estimate is nan with median flux 0"):
+        assert math.isnan(D.estimate_snr(np.zeros(wl.size), wl))  # a flat zero once measured as S/N 10000
+    with pytest.warns(UserWarning, match="median flux nan"):
+        assert math.isnan(D.estimate_snr(np.full(wl.size, np.nan), wl))
+    assert D.estimate_snr(np.ones(wl.size), wl) == D.MAX_ESTIMATED_SNR  # noise-free: the ceiling, as documented
+    np.testing.assert_array_equal(np.sign(D.der_snr(np.stack([flux, -flux]))), [1, -1])
+
+
+def test_survey_of_a_spectrum_with_negative_flux_marks_its_snr_and_infer_names_the_star(tmp_path, capsys):
+    """DER_SNR of a negative spectrum was written as S/N -5998 without a word, and the survey was then refused
+    without naming the star: now its S/N is NaN (missing) with a warning, and the survey check names it."""
+    wl = np.arange(5100.0, 6850.0, 0.05)
+    rng = np.random.default_rng(0)
+    flux = 1 - 0.5 * np.exp(-0.5 * ((wl - 6000.0) / 0.1) ** 2) + rng.normal(0, 0.01, wl.size)
+    good = _write_text(tmp_path / "good.txt", wl, flux)
+    neg = _write_text(tmp_path / "neg.txt", wl, -flux)
+    out = tmp_path / "survey.zarr"
+    with pytest.warns(UserWarning, match="cannot measure the S/N"):
+        assert main(["fourmostify", str(good), str(neg), "--out", str(out), "--input-resolving-power", "50000", "--no-progress"]) == 0
+    import xarray as xr
+
+    snr = xr.open_zarr(out, consolidated=False).snr.values
+    assert snr[0] > 0 and math.isnan(snr[1])  # never -5998
+    with pytest.raises(GridError, match=r"survey snr must be finite and > 0 for every star; 1 of 2 star\(s\) fail: neg \(nan\)"):
+        gridkit.open_grid(out, kind="survey")
+
+
+def test_survey_snr_check_names_the_first_stars_that_fail():
+    import xarray as xr
+
+    n = 8
+    snr = np.array([10.0, -3.0, np.nan, 20.0, 0.0, np.inf, -1.0, -2.0])
+    ds = xr.Dataset({"flux": (("star", "wavelength"), np.ones((n, 3))), "snr": (("star",), snr),
+                     "star_id": (("star",), np.array([f"s{i}" for i in range(n)], dtype=object))},
+                    coords={"wavelength": [5000.0, 5000.1, 5000.2]})
+    with pytest.raises(GridError, match=r"6 of 8 star\(s\) fail: s1 \(-3\), s2 \(nan\), s4 \(0\), s5 \(inf\), s6 \(-1\) \.\.\.$"):
+        gridkit.validate_grid(ds, kind="survey")
+    gridkit.validate_grid(ds.assign(snr=("star", np.full(n, 5.0))), kind="survey")
+
+
+def test_fits_spectrum_with_a_text_flux_column_is_refused_naming_file_and_column(tmp_path, capsys):
+    from astropy.io import fits
+
+    wl = np.arange(5100.0, 6850.0, 0.05)
+    cols = [fits.Column(name="wavelength", format="D", array=wl), fits.Column(name="flux", format="5A", array=np.array(["abc"] * wl.size))]
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(tmp_path / "x.fits")
+    out = tmp_path / "s.zarr"
+    assert main(["fourmostify", str(tmp_path / "x.fits"), "--out", str(out), "--input-resolving-power", "50000", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "x.fits HDU 1: column 'flux' must hold numbers, it holds text" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_fourmostify_of_a_binary_file_named_txt_gets_a_message(tmp_path, capsys):
+    (tmp_path / "x.txt").write_bytes(bytes(range(256)) * 8)
+    assert main(["fourmostify", str(tmp_path / "x.txt"), "--out", str(tmp_path / "s.zarr"), "--input-resolving-power", "50000", "--no-progress"]) == 2
+    assert "x.txt is not a text spectrum" in capsys.readouterr().err
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_huge_resolving_power_and_snr_in_fourmostify(tmp_path, capsys):
+    wl = np.arange(5100.0, 6850.0, 0.05)
+    a = _write_text(tmp_path / "star-a.txt", wl, 1 - 0.5 * np.exp(-0.5 * ((wl - 6000.0) / 0.1) ** 2))
+    assert main(["fourmostify", str(a), "--out", str(tmp_path / "big.zarr"), "--input-resolving-power", "1e300", "--no-progress"]) == 0
+    assert main(["fourmostify", str(a), "--out", str(tmp_path / "inf.zarr"), "--input-resolving-power", "inf", "--no-progress"]) == 0
+    import xarray as xr
+
+    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "big.zarr", consolidated=False).flux.values,
+                                  xr.open_zarr(tmp_path / "inf.zarr", consolidated=False).flux.values)
+    capsys.readouterr()
+    assert main(["fourmostify", str(a), "--out", str(tmp_path / "s.zarr"), "--input-resolving-power", "50000", "--snr", "1e308", "--no-progress"]) == 2
+    assert "snr must be at most 1e+15" in capsys.readouterr().err
+    assert not (tmp_path / "s.zarr").exists()

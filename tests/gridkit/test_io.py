@@ -116,3 +116,61 @@ def test_fits_image_wcs_follows_the_fits_standard(tmp_path):
     t.write(tmp_path / "seconds.fits")
     with pytest.raises(GridError, match="seconds.fits HDU 1 column WAVE: wavelength unit 's' is not a length"):
         read_spectrum(tmp_path / "seconds.fits")
+
+
+def test_fits_table_columns_of_text_are_refused_naming_file_and_column(tmp_path):
+    wl = np.linspace(5000.0, 5010.0, 20)
+    cases = {
+        "text_flux.fits": ([fits.Column(name="wavelength", format="D", array=wl), fits.Column(name="flux", format="5A", array=np.array(["abc"] * 20))],
+                           r"text_flux.fits HDU 1: column 'flux' must hold numbers, it holds text \(FITS format 5A, first value 'abc'\)"),
+        "text_wave.fits": ([fits.Column(name="wave", format="5A", array=np.array(["x"] * 20)), fits.Column(name="flux", format="D", array=np.ones(20))],
+                           r"text_wave.fits HDU 1: column 'wave' must hold numbers, it holds text"),
+        # numbers written as text are still text: FITS has numeric column formats for numbers
+        "digits.fits": ([fits.Column(name="wavelength", format="D", array=wl), fits.Column(name="flux", format="5A", array=np.array(["1.0"] * 20))],
+                        r"digits.fits HDU 1: column 'flux' must hold numbers, it holds text"),
+        "logical.fits": ([fits.Column(name="wavelength", format="D", array=wl), fits.Column(name="flux", format="L", array=np.ones(20, bool))],
+                         r"logical.fits HDU 1: column 'flux' must hold numbers, it holds logical values"),
+    }
+    for name, (columns, message) in cases.items():
+        fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns)]).writeto(tmp_path / name)
+        with pytest.raises(GridError, match=message):
+            read_spectrum(tmp_path / name)
+
+
+def test_text_spectra_that_are_not_text_or_not_files_get_a_message(tmp_path):
+    (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(GridError, match=r"binary.txt is not a text spectrum.*not UTF-8"):
+        read_spectrum(tmp_path / "binary.txt")
+    (tmp_path / "ragged.csv").write_text("5000,1\n5001,1\n5002\n")
+    with pytest.raises(GridError, match=r"ragged.csv is not a text spectrum.*columns changed from 2 to 1 at row 3$"):
+        read_spectrum(tmp_path / "ragged.csv")
+    from gridkit.io import read_text
+
+    (tmp_path / "folder.txt").mkdir()
+    with pytest.raises(GridError, match="folder.txt cannot be read"):
+        read_text(tmp_path / "folder.txt")
+
+
+def test_read_labels_names_the_column_row_and_value_that_is_not_a_number(tmp_path):
+    (tmp_path / "labels.csv").write_text("name,teff,logg\na,5000,4.0\nb,abc,2.5\nc,5500,x\n")
+    with pytest.raises(GridError, match=r"labels.csv: column 'teff' must hold numbers; 1 of 3 row\(s\) do not, first row 2: 'abc'"):
+        read_labels(tmp_path / "labels.csv", numeric=["teff", "logg", "feh"])
+    labels = read_labels(tmp_path / "labels.csv")  # without `numeric` text columns are text, as documented
+    assert labels["teff"].tolist() == ["5000", "abc", "5500"] and labels["name"].tolist() == ["a", "b", "c"]
+    (tmp_path / "empty.csv").write_text("teff,logg\n,4.0\n5000,4.5\n")
+    assert np.isnan(read_labels(tmp_path / "empty.csv", numeric=["teff"])["teff"][0])  # an empty numeric cell: NaN (masked)
+    (tmp_path / "blank.csv").write_text("teff,logg\n ,4.0\nfoo,4.5\n")
+    with pytest.raises(GridError, match=r"column 'teff' must hold numbers; 2 of 2 row\(s\) do not, first row 1"):
+        read_labels(tmp_path / "blank.csv", numeric=["teff"])
+
+
+def test_check_labels_names_the_label_and_its_first_value_that_is_not_a_number():
+    from gridkit.schema import check_labels
+
+    with pytest.raises(GridError, match=r"label 'teff' must be numbers; 1 of 3 value\(s\) are not, first at index 1: 'abc'"):
+        check_labels({"teff": np.array(["5000", "abc", "6000"]), "logg": np.ones(3)}, 3)
+    with pytest.raises(GridError, match=r"label 'feh' must be numbers; 1 of 2 value\(s\) are not, first at index 0: \[1\]"):
+        check_labels({"feh": np.array([[1], 1.0], dtype=object)}, 2)
+    with pytest.raises(GridError, match=r"label 'feh' is NaN or infinite for 1 model\(s\), first at index 0"):
+        check_labels({"feh": np.array([None, 1.0], dtype=object)}, 2)  # None is missing, as numpy reads it
+    np.testing.assert_array_equal(check_labels({"teff": np.array(["5000", "6e3"])}, 2)["teff"], [5000.0, 6000.0])

@@ -65,7 +65,7 @@ def load_fake(model_dir):
 WAVE = np.linspace(5000.0, 5010.0, 41)
 
 
-def make_survey(path, n=60, seed=0, wave=WAVE, chunk=16, ids=None, snr=None, extra=True):
+def make_survey(path, n=60, seed=0, wave=WAVE, chunk=16, ids=None, snr=None, extra=True, overwrite=False):
     from gridkit import store
 
     rng = np.random.default_rng(seed)
@@ -81,5 +81,5 @@ def make_survey(path, n=60, seed=0, wave=WAVE, chunk=16, ids=None, snr=None, ext
         ds["dec"] = ("star", rng.uniform(-90, 30, n), {"units": "deg", "long_name": "declination"})
         ds["field"] = ("star", np.array([f"F{i % 3}" for i in range(n)], dtype=object))
     ds["flux"] = ds.flux.chunk({"star": chunk})
-    store.write_dataset(ds, path, dim="star", region_size=chunk, progress=False)
+    store.write_dataset(ds, path, dim="star", region_size=chunk, progress=False, overwrite=overwrite)
     return path

@@ -308,7 +308,7 @@ def test_tiny_grid_on_a_local_cluster_records_skips_failures_and_resumes(ts_home
 def test_solar_model_matches_the_uves_sun_over_the_green_arm(ts_home, shared_data, tmp_path):
     """benchmarks/solar_uves_check.py: solar labels, MARCS grid, 5150-5740 A at 0.01 A, degraded with
     gridkit.degrade (to_resolution R = 20000, rebin to the 4MOST HR green-arm pixels), against the UVES Sun
-    through gridkit.degrade.fourmostify_file: rms <= 0.03 (0.025 measured; missing molecules such as MgH and
+    through gridkit.observed.fourmostify_file: rms <= 0.03 (0.025 measured; missing molecules such as MgH and
     C2, and line-list imperfections, set the floor). Fresh synthesis (no cache)."""
     import importlib.util
 
