@@ -76,6 +76,11 @@ class CINNConfig:
     snr_range: tuple[float, float] = (10.0, 1000.0)
     #: dynamic mode: noisy copies drawn per model each time its chunk is read
     copies_per_model: int = 4
+    #: masking augmentation: each training spectrum has a fraction of its pixels, drawn uniformly up to this, masked
+    #: (runs of `mask_run` pixels) and fed as the training mean, as masked pixels of observed spectra are at inference
+    #: (cinn.transforms.InputScaler.fill_masked); 0: none (the published method's training)
+    mask_fraction: float = 0.0
+    mask_run: int = 16
     #: samples held in the shuffle buffer (whole chunks are read into it, then shuffled)
     shuffle_buffer: int = 16384
     num_workers: int = 2
@@ -90,7 +95,7 @@ class CINNConfig:
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(value))
         positive_int = ("n_blocks", "subnet_width", "subnet_layers", "n_features", "epochs", "batches_per_epoch", "batch_size",
-                        "patience", "val_samples", "copies_per_model", "shuffle_buffer", "prefetch", "max_nonfinite")
+                        "patience", "val_samples", "copies_per_model", "shuffle_buffer", "prefetch", "max_nonfinite", "mask_run")
         for name in positive_int:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -118,6 +123,8 @@ class CINNConfig:
             raise ConfigError(f"split must be three fractions (train, test, validation) summing to 1, got {self.split!r}")
         if len(self.snr_range) != 2 or not 0 < self.snr_range[0] <= self.snr_range[1]:
             raise ConfigError(f"snr_range must be (low, high) with 0 < low <= high, got {self.snr_range!r}")
+        if not 0.0 <= float(self.mask_fraction) < 1.0:
+            raise ConfigError(f"mask_fraction must be in [0, 1), got {self.mask_fraction!r}")
         if self.loader not in ("auto", "stored", "dynamic"):
             raise ConfigError(f"loader must be 'auto', 'stored' or 'dynamic', got {self.loader!r}")
         if self.worker_start not in ("spawn", "forkserver"):

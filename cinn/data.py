@@ -31,6 +31,8 @@ from gridkit.kernels import noise
 from gridkit.schema import decode_packed
 from gridkit.store import reading, rng_for
 
+from .transforms import mask_runs
+
 SPLITS = ("train", "test", "validation")
 SPLIT_FILE = "split.json"
 
@@ -239,8 +241,9 @@ class CubeStream(torch.utils.data.IterableDataset):
     def __init__(self, *, path, mode, positions, n_model, chunk, targets, flux_mean, flux_std, logsnr_mean, logsnr_std,
                  batch_size, snr=None, pixel_width=None, snr_range=(10.0, 1000.0), copies_per_model=1,
                  noiseless_snr_index=None, shuffle=True, shuffle_buffer=16384, seed=0, epoch=0, max_batches=None, model_ids=None,
-                 wavelength=None):
+                 wavelength=None, mask_fraction=0.0, mask_run=16):
         super().__init__()
+        self.mask_fraction, self.mask_run = float(mask_fraction), int(mask_run)
         self.path = str(path)
         self.mode = mode
         self.positions = np.asarray(positions, dtype=np.int64)
@@ -325,9 +328,11 @@ class CubeStream(torch.utils.data.IterableDataset):
             snr_pix = noise.snr_per_pixel(snr, self.pixel_width, noise.PER_ANGSTROM).astype(np.float32)
             flux = noise.apply_noise(flux0, snr_pix, rng.standard_normal(flux0.shape, dtype=np.float32))  # float32 throughout
             targets = np.repeat(self.targets[lo + keep], self.copies, axis=0)
-        fstd = (flux - self.flux_mean) / self.flux_std
+        fstd = ((flux - self.flux_mean) / self.flux_std).astype(np.float32, copy=False)
+        if self.mask_fraction > 0:  # masked pixels as inference sees them: the training mean, 0 standardized
+            fstd[mask_runs(rng, fstd.shape[0], fstd.shape[1], self.mask_fraction, self.mask_run)] = 0.0
         sfeat = ((np.log10(snr) - self.logsnr_mean) / self.logsnr_std).astype(np.float32)
-        return targets, fstd.astype(np.float32, copy=False), sfeat
+        return targets, fstd, sfeat
 
     def _check_finite(self, block: np.ndarray, positions: np.ndarray, ci: int) -> None:
         """GridError naming the models (ids), pixels (wavelengths) and the store when a chunk read holds NaN/inf: the

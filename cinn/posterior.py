@@ -63,6 +63,8 @@ class Posterior:
         self.scaler = InputScaler(extras["flux_mean"], extras["flux_std"], float(sc["logsnr_mean"]), float(sc["logsnr_std"]))
         self.bounds = np.array([meta["bounds"][n] for n in self.label_names], dtype=np.float64)  # (d, 2)
         self.instrument = meta.get("instrument", {})
+        #: how the training flux was normalised ('none' or the continuum operator): spectra must be prepared alike
+        self.normalisation = str(meta.get("normalisation", "none"))
         #: (min, max) S/N per Angstrom seen in training (None for models written before it was recorded)
         self.snr_range = tuple(float(v) for v in meta["snr_range"]) if "snr_range" in meta else None
         #: warn (ExtrapolationWarning) when a call's S/N lie outside snr_range; `gridkit infer` checks the whole

@@ -31,7 +31,7 @@ from catalogs.schema import QUANTILES
 from gridkit import store as _store
 from gridkit.errors import ConfigError, ExtrapolationWarning, GridError, StoreError
 from gridkit.files import check_output
-from gridkit.schema import STAR, WAVELENGTH, as_text, check_same_wavelength, label_attrs
+from gridkit.schema import STAR, WAVELENGTH, as_text, check_normalisation, check_same_wavelength, label_attrs
 
 DEFAULT_CHUNK = 1024
 OUTPUT_DTYPE = np.float32
@@ -112,7 +112,7 @@ def _survey(path) -> xr.Dataset:
 class InferChunk:
     """make_region of `infer`: the posterior summaries of one chunk of stars. Small and picklable."""
 
-    def __init__(self, model_dir, model_id, survey_path, samples, seed, label_names, loader=None, device="auto", missing="flag",
+    def __init__(self, model_dir, model_id, survey_path, samples, seed, label_names, loader=None, device="auto", missing="impute",
                  source: str = ""):
         self.model_dir, self.model_id, self.survey_path = str(model_dir), str(model_id), str(survey_path)
         self.samples, self.seed, self.label_names = int(samples), int(seed), tuple(label_names)
@@ -129,13 +129,9 @@ class InferChunk:
             flux = np.asarray(survey["flux"].isel({STAR: sl}).values, dtype=np.float32)
             snr = np.asarray(survey["snr"].isel({STAR: sl}).values, dtype=np.float64)
         keys = np.arange(sl.start, sl.stop, dtype=np.int64)  # the star's index in the survey: chunking-independent draws
-        bad = ~np.isfinite(flux)
-        n_missing = bad.sum(axis=1).astype(np.int32)
-        if self.missing == "impute" and bad.any():
-            # the training set's mean flux of the pixel: it standardizes to 0, the least informative input;
-            # counted per star in `n_imputed`, never done unless asked for (missing="impute")
-            mean = np.broadcast_to(np.asarray(post.scaler.flux_mean, dtype=np.float32), flux.shape)
-            flux = np.where(bad, mean, flux)
+        n_missing = (~np.isfinite(flux)).sum(axis=1).astype(np.int32)
+        if self.missing == "impute":  # the one rule for masked pixels (the training's masking augmentation feeds the same)
+            flux, n_missing = post.scaler.fill_masked(flux)
         # a spectrum with missing pixels (NaN from `gridkit fourmostify` outside its coverage) is not inferred:
         # its row gets NaN summaries, f_reject 1 and flag_missing_flux, and the rest of the chunk goes on
         ok = np.isfinite(flux).all(axis=1) & np.isfinite(snr) & (snr > 0)
@@ -290,7 +286,7 @@ def infer(
     loader: Callable | None = None,
     device: str = "auto",
     n_threads: int = 1,
-    missing: str = "flag",
+    missing: str = "impute",
 ) -> Path:
     """Infer the labels of every star of `survey_path` with the model in `model_dir`; write the catalog `out`.
 
@@ -299,9 +295,9 @@ def infer(
     client: a distributed Client (GPU workers through the `GPU` resource), default: `n_threads` local
     threads; overwrite: replace an existing `out` (otherwise it is resumed if the same job made it, and
     refused if not); loader: model_dir -> Posterior (default `cinn.load`); device: 'auto' (CUDA on GPU
-    workers), 'cpu' or 'cuda'. missing: 'flag' (default: a spectrum with missing pixels is not inferred, its
-    row is NaN with flag_missing_flux) or 'impute' (missing pixels take the training mean flux; counted in
-    n_imputed). Returns the catalog path. Everything is validated before anything is written.
+    workers), 'cpu' or 'cuda'. missing: 'impute' (default: masked pixels take the training mean flux, as the
+    training's masking augmentation feeds them; counted in n_imputed) or 'flag' (a spectrum with missing pixels is not
+    inferred, its row is NaN with flag_missing_flux). Returns the catalog path. Everything is validated before anything is written.
     """
     samples = _check_int("samples", samples, 1)
     seed = _check_int("seed", seed, 0)
@@ -324,7 +320,7 @@ def infer(
     return Path(out)
 
 
-def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrite, progress, command, loader, device, missing="flag"):
+def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrite, progress, command, loader, device, missing="impute"):
     """Validate everything, write the template (or find the one to resume); return (store, make_region, labels)."""
     model_dir, survey_path, out = Path(model_dir), Path(survey_path), Path(out)
     if not model_dir.is_dir():
@@ -334,6 +330,7 @@ def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrit
     post = (loader or default_loader)(model_dir)
     model_id, labels = str(post.model_id), tuple(post.label_names)
     check_same_wavelength(survey[WAVELENGTH].values, post.wavelength, what=f"survey {survey_path}", of=f"model_dir {model_dir}")
+    check_normalisation(survey.attrs.get("normalisation", "none"), getattr(post, "normalisation", "none"), f"the spectra of survey {survey_path}")
     from .posterior import snr_outside_training
 
     message = snr_outside_training(np.asarray(survey["snr"].values, dtype=np.float64), getattr(post, "snr_range", None))
@@ -431,7 +428,7 @@ def mock_survey(
         coords={STAR: np.arange(n), WAVELENGTH: ds[WAVELENGTH]},
         attrs={"kind": "mock survey", "source": str(cube_path.resolve()), "split": split if model_dir is not None else "",
                "model_dir": str(model_dir or ""), "snr": float(snr), "noise": noise,
-               **{k: v for k, v in ds.attrs.items() if k in ("instrument", "arms", "resolving_power", "snr_convention")}},
+               **{k: v for k, v in ds.attrs.items() if k in ("instrument", "arms", "resolving_power", "snr_convention", "normalisation")}},
     )
     for name in labels:
         survey[f"true_{name}"] = ((STAR,), np.asarray(ds[name].values), {**label_attrs(name), "long_name": f"true {label_attrs(name)['long_name']}"})

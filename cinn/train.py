@@ -125,7 +125,7 @@ class Trainer:
             batch_size=cfg.batch_size, snr=st.snr, pixel_width=st.pixel_width, snr_range=cfg.snr_range,
             copies_per_model=cfg.copies_per_model, noiseless_snr_index=st.noiseless_snr_index, shuffle=shuffle,
             shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch, max_batches=max_batches, model_ids=st.model_ids,
-            wavelength=st.wavelength,
+            wavelength=st.wavelength, mask_fraction=cfg.mask_fraction, mask_run=cfg.mask_run,
         )
 
     # -- losses --------------------------------------------------------------------------------
@@ -292,6 +292,8 @@ class Trainer:
             "snr_range": ([float(np.min(st.snr)), float(np.max(st.snr))] if st.mode == "stored" else [float(v) for v in cfg.snr_range]),
             "n_wave": int(st.wavelength.size),
             "instrument": {k: jsonable(st.attrs.get(k)) for k in ("instrument", "arms", "resolving_power") if k in st.attrs},
+            # how the training flux was normalised: spectra to infer must be prepared the same way (checked by infer)
+            "normalisation": str(st.attrs.get("normalisation", "none")),
             "training_data": {"path": str(st.path), "hash": self.data_hash, "mode": st.mode, "n_model": st.n_model,
                               "split_sizes": {k: int(v.size) for k, v in self.pos.items()},
                               # per split, sha256 of its models' (id, labels) digests (split.json holds them per model)

@@ -83,12 +83,35 @@ class InputScaler:
     def snr(self, snr: np.ndarray) -> np.ndarray:
         return ((np.log10(np.asarray(snr, dtype=np.float64)) - self.logsnr_mean) / self.logsnr_std).astype(np.float32)
 
+    def fill_masked(self, flux: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flux with its masked (non-finite) pixels set to the training mean flux of the pixel, masked pixels per
+        spectrum): THE rule for masked pixels. Standardized, they are 0, exactly what the training's masking
+        augmentation (`mask_runs`) feeds the network, which thereby learns to read them as "no information"."""
+        flux = np.asarray(flux, dtype=np.float32)
+        bad = ~np.isfinite(flux)
+        return np.where(bad, self.flux_mean, flux).astype(np.float32, copy=False), bad.sum(axis=-1).astype(np.int32)
+
     def condition_input(self, flux: np.ndarray, snr: np.ndarray) -> np.ndarray:
         """(n, n_wave) flux and (n,) S/N per Angstrom -> (n, n_wave + 1) float32 input of the feature network."""
         return np.concatenate([self.flux(flux), self.snr(snr)[:, None]], axis=1)
 
     def to_json(self) -> dict:
         return {"logsnr_mean": self.logsnr_mean, "logsnr_std": self.logsnr_std}
+
+
+def mask_runs(rng: np.random.Generator, n_spectra: int, n_wave: int, max_fraction: float, run: int) -> np.ndarray:
+    """(n_spectra, n_wave) bool: the pixels the training masks, as observed spectra are masked (runs of bad
+    pixels, gaps, telluric bands): per spectrum a fraction drawn uniformly in [0, max_fraction], as runs of `run`
+    pixels at random places. Masked pixels enter the network as the training mean (`InputScaler.fill_masked`)."""
+    out = np.zeros((n_spectra, n_wave), dtype=bool)
+    if max_fraction <= 0 or n_spectra == 0:
+        return out
+    n_runs = np.rint(rng.uniform(0.0, max_fraction, n_spectra) * n_wave / run).astype(int)
+    starts = rng.integers(0, max(1, n_wave - run + 1), size=int(n_runs.sum()))
+    rows = np.repeat(np.arange(n_spectra), n_runs)
+    cols = starts[:, None] + np.arange(run)[None, :]
+    out[np.repeat(rows, run), np.minimum(cols, n_wave - 1).ravel()] = True
+    return out
 
 
 def flux_statistics(flux, *, noise_var_factor: np.ndarray | float = 0.0, check=None, also=(), what: str = "flux"):

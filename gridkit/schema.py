@@ -6,6 +6,7 @@ Survey:         flux(star, wavelength), snr(star), star_id(star), optional per-s
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -122,6 +123,20 @@ def check_wavelength(wavelength: np.ndarray, name: str = "wavelength") -> np.nda
         raise GridError(f"{name} has a step of {steps[i]:.3g} A at index {i + 1} ({wl[i + 1]:.6f} A), below {MIN_RELATIVE_STEP:g} of the "
                         "wavelength: pixels that narrow cannot be resolved in float64 (duplicated or degenerate wavelengths?)")
     return wl
+
+
+def normalisation_record(config) -> str:
+    """The attribute by which cubes, surveys and models say how their flux was normalised: 'none' (as given, e.g.
+    a synthetic grid's true continuum) or 'continuum <operator parameters as JSON>'."""
+    return "none" if config is None else "continuum " + json.dumps(config.to_dict(), sort_keys=True)
+
+
+def check_normalisation(survey: str, model: str, what: str = "the spectra") -> None:
+    """Refuse spectra prepared with another normalisation than the model's training data, naming both."""
+    if (survey or "none") != (model or "none"):
+        raise GridError(f"{what} were normalised with {survey or 'none'!r}, but the model was trained on flux normalised with "
+                        f"{model or 'none'!r}: prepare them the same way (gridkit fourmostify --normalise "
+                        f"{'continuum' if (model or 'none') != 'none' else 'none'})")
 
 
 def as_text(values) -> np.ndarray:

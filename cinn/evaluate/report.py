@@ -462,7 +462,7 @@ def _check_options(samples, ppc, max_spectra, *, ppc_draws=16, chunk=256, figure
 def _open_cube(post: Posterior, cube_path: Path):
     """The cube, checked to hold the model's labels (the truths) on the model's wavelength grid."""
     from gridkit.grid import open_grid
-    from gridkit.schema import check_same_wavelength
+    from gridkit.schema import check_normalisation, check_same_wavelength
 
     cube = open_grid(cube_path, kind="cube")
     missing = [lab for lab in post.label_names if lab not in cube]
@@ -470,6 +470,7 @@ def _open_cube(post: Posterior, cube_path: Path):
         raise GridError(f"{cube_path} lacks the true label(s) {', '.join(missing)} of the model")
     check_same_wavelength(cube["wavelength"].values, post.wavelength, what=f"the cube {cube_path}", of=f"model {post.model_id}",
                           hint="degrade the grid to the model's instrument and arms (`gridkit degrade`)")
+    check_normalisation(cube.attrs.get("normalisation", "none"), post.normalisation, f"the spectra of cube {cube_path}")
     return cube
 
 

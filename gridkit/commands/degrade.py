@@ -20,6 +20,9 @@ def register(sub):
     parser.add_argument("--snr", type=floats, default=list(DEFAULT_SNR), help="comma-separated S/N values (default: the published 19, per Angstrom)")
     parser.add_argument("--snr-per-pixel", action="store_true", help="read --snr as S/N per pixel instead of per Angstrom")
     parser.add_argument("--no-noise", action="store_true", help="write flux(model, wavelength) without noise")
+    parser.add_argument("--normalise", choices=("none", "continuum"), default="none",
+                        help="continuum: apply the continuum operator (gridkit.kernels.continuum) on the instrument's pixels, as "
+                             "`gridkit fourmostify --normalise continuum` does to observed spectra (default none: the grid's own)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (noise is a function of seed, model id and S/N)")
     parser.add_argument("--input-resolving-power", type=float, default=None, help="resolving power of the input (default: its attrs, inf)")
     parser.add_argument("--region-size", type=int, default=16, help="models per chunk and per task (default 16)")
@@ -38,6 +41,7 @@ def _run(args):
             args.input, args.out, args.instrument, args.arms, None if args.no_noise else args.snr, seed=args.seed,
             snr_convention=PER_PIXEL if args.snr_per_pixel else PER_ANGSTROM, region_size=args.region_size, client=client,
             overwrite=args.overwrite, progress=not args.no_progress, input_resolving_power=args.input_resolving_power,
+            normalise=args.normalise,
         )
     print(f"wrote {out}")
     return 0

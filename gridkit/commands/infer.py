@@ -23,9 +23,9 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0, help="random seed; the catalog is a function of (model, survey, samples, seed)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA on workers with the GPU resource")
     p.add_argument("--gpu-workers", action="store_true", help="LocalCluster only: give each local worker the resource GPU=1 (one worker per GPU)")
-    p.add_argument("--missing", choices=("flag", "impute"), default="flag",
+    p.add_argument("--missing", choices=("flag", "impute"), default="impute",
                    help="spectra with missing (NaN) pixels: 'flag' leaves them uninferred (flag_missing_flux), 'impute' fills those "
-                        "pixels with the training mean flux and counts them in n_imputed (default: flag)")
+                        "pixels with the training mean flux (the rule training's masking augmentation follows) and counts them in n_imputed (default: impute)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_cluster_options(p, default_workers="auto")
     p.epilog = "--workers 0 runs the tasks on --threads-per-worker threads of this process, without a Dask cluster."

@@ -97,6 +97,13 @@ def rebin_block(flux, *, wl, matrix, uncovered, missing):
     return _as_float32(out)
 
 
+def normalise_block(flux, *, wl, config):
+    """Rows of flux divided by their continuum (`kernels.continuum`, the one operator of grids and observed spectra)."""
+    from ..kernels import continuum
+
+    return _as_float32(continuum.normalise(wl, np.asarray(flux, dtype=np.float64), None, config)[0])
+
+
 def noise_block(flux, row_keys, *, snr_pixel, snr_keys, seed):
     flux = np.asarray(flux, dtype=np.float64)
     lead = flux.shape[:-1]

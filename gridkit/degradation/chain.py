@@ -20,7 +20,7 @@ from .. import instruments as _instruments
 from ..errors import GridError
 from ..files import jsonable
 from ..kernels import lnlambda, lsf, rotation
-from ..schema import validate_grid
+from ..schema import normalisation_record, validate_grid
 from . import ops, params
 from .config import DEFAULT_SNR, INTERMEDIATE_RESOLVING_POWER, WORKING_MARGIN, WORKING_STEP, DegradeConfig
 
@@ -65,6 +65,7 @@ def degrade(
     working_step: float = WORKING_STEP,
     vbroad=None,
     limb_darkening: float = 0.6,
+    normalise=None,
 ) -> xr.Dataset:
     """The published chain on a base grid flux(model, wavelength), lazily:
     R = 80000 (native grid) -> 0.025 A (ln lambda working grid, per arm) -> rotation (Gray, `vbroad` label)
@@ -77,7 +78,7 @@ def degrade(
     """
     cfg = DegradeConfig(instrument=instrument, arms=arms, snr=snr, seed=seed, snr_convention=snr_convention,
                         input_resolving_power=input_resolving_power, intermediate_resolving_power=intermediate_resolving_power,
-                        working_step=working_step, vbroad=vbroad, limb_darkening=limb_darkening)
+                        working_step=working_step, vbroad=vbroad, limb_darkening=limb_darkening, normalise=normalise)
     return apply(ds, cfg)
 
 
@@ -109,9 +110,12 @@ def apply(ds: xr.Dataset, cfg: DegradeConfig) -> xr.Dataset:
     out = ops._rebin_to(out, out.flux, work, target, "error", "error")
     if cfg.snr is not None:
         out = ops._add_noise(out, out.flux, target, np.asarray(cfg.snr), cfg.seed, cfg.snr_convention)
+    if cfg.normalise is not None:  # after the noise, as observed spectra are normalised with theirs
+        out = ops._normalise(out, out.flux, target, cfg.normalise)
     steps = chain_steps(cfg, r_in, r_mid)
     return out.assign_attrs(instrument=inst.name, arms=",".join(cfg.arms), resolving_power=float(inst.resolving_power),
-                            input_resolving_power=r_in, degrade_chain=describe(steps), **{STEPS_ATTR: json.dumps(steps)})
+                            input_resolving_power=r_in, degrade_chain=describe(steps), normalisation=normalisation_record(cfg.normalise),
+                            **{STEPS_ATTR: json.dumps(steps)})
 
 
 def chain_steps(cfg: DegradeConfig, r_in: float, r_mid: float) -> list[dict]:
@@ -129,6 +133,8 @@ def chain_steps(cfg: DegradeConfig, r_in: float, r_mid: float) -> list[dict]:
     ]
     if cfg.snr is not None:
         steps.append({"op": "add_noise", "snr": list(cfg.snr), "convention": cfg.snr_convention, "seed": cfg.seed, "noise": ops.NOISE_TEXT})
+    if cfg.normalise is not None:
+        steps.append({"op": "normalise", "operator": "continuum", **cfg.normalise.to_dict()})
     return jsonable(steps)
 
 
@@ -147,6 +153,8 @@ def describe(steps: Sequence[Mapping]) -> str:
             words.append(f"rotation (Gray, limb darkening {s['limb_darkening']:g})")
         elif op == "rebin":
             words.append(f"{s['instrument']} pixels ({','.join(s['arms'])})")
+        elif op == "normalise":
+            words.append("continuum operator (gridkit.kernels.continuum)")
         elif op == "add_noise":
             words.append(f"Gaussian noise at {len(s['snr'])} S/N ({s['convention']}), seed {s['seed']}")
     return " -> ".join(words)
@@ -172,4 +180,6 @@ def chain_options(attrs: Mapping) -> dict:
             opts["working_step"] = float(s["max_step_angstrom"])
         elif s["op"] == "rotate":
             opts["limb_darkening"] = float(s["limb_darkening"])
+        elif s["op"] == "normalise":
+            opts["normalise"] = {k: v for k, v in s.items() if k not in ("op", "operator")}
     return opts

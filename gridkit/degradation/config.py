@@ -43,6 +43,10 @@ class DegradeConfig:
     working_step: float = WORKING_STEP
     vbroad: Any = None
     limb_darkening: float = 0.6
+    #: the continuum operator applied on the instrument's pixels, after the noise (`gridkit.kernels.continuum`): None
+    #: keeps the grid's own continuum normalisation (the published method); "continuum", True or a ContinuumConfig (or
+    #: its dict) applies the operator observed spectra prepared with `normalise='continuum'` go through
+    normalise: Any = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen: normalise once, here
@@ -65,6 +69,7 @@ class DegradeConfig:
             raise ConfigError(f"working step must be > 0 A, got {self.working_step}")
         set_("working_step", step)
         set_("limb_darkening", params.limb_darkening(self.limb_darkening))
+        set_("normalise", params.continuum_operator(self.normalise))
 
     @property
     def instrument_(self) -> _instruments.Instrument:
@@ -73,5 +78,5 @@ class DegradeConfig:
     def to_dict(self) -> dict:
         """JSON-able options (fingerprints, provenance)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return jsonable({**out, "instrument": self.instrument_.name})
+        return jsonable({**out, "instrument": self.instrument_.name, "normalise": None if self.normalise is None else self.normalise.to_dict()})
 

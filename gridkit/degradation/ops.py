@@ -137,6 +137,16 @@ def _rebin_to(ds, fl, wl, target, outside, missing) -> xr.Dataset:
     return rest.assign(flux=out).transpose(*fl.dims, ...)
 
 
+# ---------------------------------------------------------------------------------------------- continuum
+def _normalise(ds, fl, wl, config) -> xr.Dataset:
+    """flux / continuum with the continuum operator `config` (a ContinuumConfig), row by row; lazy."""
+    out = xr.apply_ufunc(
+        blocks.normalise_block, _lazy(fl), input_core_dims=[[WAVELENGTH]], output_core_dims=[[WAVELENGTH]], dask="parallelized",
+        output_dtypes=[np.float32], kwargs=dict(wl=wl, config=config), keep_attrs=True,
+    )
+    return ds.assign(flux=out)
+
+
 # ---------------------------------------------------------------------------------------------- noise
 def _row_keys(ds: xr.Dataset, row: str) -> np.ndarray:
     """Integer keys of the rows for the noise seed: integer ids as they are, other ids by CRC32 of their text."""

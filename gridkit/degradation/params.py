@@ -31,6 +31,22 @@ def instrument_and_arms(config, set_) -> _instruments.Instrument:
     return inst
 
 
+def continuum_operator(value):
+    """None (no normalisation), or the continuum operator's config from "continuum"/True (the defaults), a dict, or
+    a ContinuumConfig."""
+    from ..kernels.continuum import ContinuumConfig
+
+    if value is None or value is False or value == "none":
+        return None
+    if value is True or value == "continuum":
+        return ContinuumConfig()
+    if isinstance(value, ContinuumConfig):
+        return value
+    if isinstance(value, dict):
+        return ContinuumConfig.from_dict(value)
+    raise ConfigError(f"normalise must be None/'none', 'continuum', a dict of continuum options or a ContinuumConfig, got {value!r}")
+
+
 def missing_policy(missing: str) -> str:
     if missing not in MISSING:
         raise ConfigError(f"missing must be one of {MISSING}, got {missing!r}")

@@ -1,54 +1,67 @@
-"""Readers of spectra and label tables, registered in one place.
+"""Readers of spectra and label tables, registered in one place (gridkit.io.registry).
 
-- `read_spectrum(path, format=None) -> (wavelength [A] float64, flux float64, meta dict)`: the format from
-  `format` or the file's extension (`gridkit.io.formats.SPECTRUM_FORMATS`): 'turbospectrum' (.spec), 'text' (.txt .dat .asc .csv),
-  'fits' (.fits .fit .fits.gz). Wavelengths must increase and be positive, fluxes finite (GridError otherwise).
+- `Spectrum` (gridkit.io.spectrum): wavelength [A] strictly increasing, medium, flux, sigma, good, meta;
+  `Spectrum.to_specutils()` / `Spectrum.from_specutils(sp)`.
+- `read_spectra(path, format=None, which=None) -> [Spectrum]`, `list_spectra(path, format=None) -> [meta]`,
+  `identify(path) -> format name`, `register(...)`, `formats()`: the formats 'eso-sdp', '4most-l1',
+  '4most-l1-multi', 'fits', 'text', 'turbospectrum' (see gridkit.io.registry and docs/observed.md).
+- `write_eso_sdp(path, spectrum)`: an ESO SDP 1-D spectrum file (gridkit.io.eso).
+- `read_spectrum(path, format=None) -> (wavelength [A] float64, flux float64, meta dict)`: the one spectrum of a
+  file for a grid: the format from `format` or `identify`; every pixel must be usable (finite flux, QUAL 0,
+  sigma > 0 where there is one; GridError otherwise) and wavelengths strictly increasing and positive.
+- `READERS`, `spectrum_format(path, format=None)`: format name -> reader(path) -> (wavelength, flux, meta) of a
+  one-spectrum file as it is (gridkit.observed reads observed spectra through them).
 - `read_labels(path) -> {column: ndarray}`: a label table through astropy (CSV, ECSV, FITS, VOTable...).
 - `ingest(spec_files, labels_table, out, ...)`: spectra + labels -> base grid store (see gridkit.io.ingest).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
 from ..errors import ConfigError, GridError
-from ..schema import check_flux_finite, check_wavelength
+from .eso import write_eso_sdp
 from .fits import read_fits, write_fits
 from .formats import SPECTRUM_FORMATS, TABLE_FORMATS, suffix
+from .registry import READERS, formats, identify, list_spectra, read_spectra, register, unregister
+from .spectrum import Spectrum, mask_reasons
 from .text import read_text, write_text
 from .turbospectrum import read_spec
 
-#: format name -> reader(path) -> (wavelength, flux, meta)
-READERS: dict[str, Callable] = {"turbospectrum": read_spec, "text": read_text, "fits": read_fits}
 from .ingest import ingest  # noqa: E402  (the function; binds over the submodule's name)
 
 
 def spectrum_format(path, format: str | None = None) -> str:
+    """`format` when it is registered (ConfigError otherwise), else the format `identify(path)` finds."""
     if format is not None:
         if format not in READERS:
-            raise ConfigError(f"format must be one of {sorted(READERS)}, got {format!r}")
+            raise ConfigError(f"format must be one of {formats()}, got {format!r}")
         return format
-    ext = suffix(path, SPECTRUM_FORMATS)
-    if ext not in SPECTRUM_FORMATS:
-        raise ConfigError(f"cannot tell the format of {path} from its extension {ext!r}; pass format= one of {sorted(READERS)}")
-    return SPECTRUM_FORMATS[ext]
+    return identify(path)
 
 
 def read_spectrum(path, format: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(wavelength [A], flux, meta) of a 1-D spectrum file, checked: wavelength strictly increasing and > 0, flux finite."""
+    """(wavelength [A], flux, meta) of a one-spectrum file for a grid: wavelength strictly increasing and > 0, every
+    pixel usable (GridError naming the file, the count and the first pixel otherwise); meta: what the file says
+    (no None values) and 'medium'."""
     path = Path(path)
     if not path.is_file():
         raise GridError(f"spectrum file {path} does not exist")
-    fmt = spectrum_format(path, format)
-    wl, flux, meta = READERS[fmt](path)
-    wl = check_wavelength(wl, name=f"wavelength of {path}")
-    flux = np.asarray(flux, dtype=np.float64)
-    if flux.shape != wl.shape:
-        raise GridError(f"{path}: flux has {flux.size} values for {wl.size} wavelengths")
-    check_flux_finite(flux, name=f"flux of {path}")
-    return wl, flux, meta
+    spectra = read_spectra(path, spectrum_format(path, format))
+    if len(spectra) != 1:
+        raise GridError(f"{path} holds {len(spectra)} spectra; read_spectrum reads a one-spectrum file (use gridkit.io.read_spectra)")
+    sp = spectra[0]
+    if not sp.good.all():
+        bad = ~sp.good
+        i = int(np.flatnonzero(bad)[0])
+        bad_flux = ~np.isfinite(sp.flux)
+        bad_sigma = np.zeros_like(bad) if sp.sigma is None else ~(np.isfinite(sp.sigma) & (sp.sigma > 0))
+        reasons = mask_reasons(bad & ~bad_flux & ~bad_sigma, bad_flux, bad_sigma)
+        raise GridError(f"flux of {path} has {int(bad.sum())} NaN/inf or masked value(s) of {bad.size} ({reasons}), first at index "
+                        f"{i} ({sp.wavelength[i]:.4f} A); a spectrum for a grid must be complete")
+    return sp.wavelength, sp.flux, {**{k: v for k, v in sp.meta.items() if v is not None}, "medium": sp.medium}
 
 
 def read_labels(path, numeric: Iterable[str] = ()) -> dict[str, np.ndarray]:
@@ -97,4 +110,6 @@ def _numeric_column(path: Path, col: str, values: np.ndarray) -> None:
                     f"first row {bad[0] + 1}: {first!r}" + (" (an empty cell)" if first == "" else ""))
 
 
-__all__ = ["READERS", "SPECTRUM_FORMATS", "TABLE_FORMATS", "read_spectrum", "read_labels", "ingest", "read_spec", "read_text", "read_fits", "write_text", "write_fits", "spectrum_format"]
+__all__ = ["READERS", "SPECTRUM_FORMATS", "TABLE_FORMATS", "Spectrum", "read_spectra", "list_spectra", "identify", "register",
+           "unregister", "formats", "write_eso_sdp", "read_spectrum", "read_labels", "ingest", "read_spec", "read_text", "read_fits",
+           "write_text", "write_fits", "spectrum_format"]

@@ -1,6 +1,8 @@
 """File formats by name suffix, for every reader and writer of the project (one lookup, one place).
 
-- `SPECTRUM_FORMATS`: suffix -> reader of `gridkit.io.READERS` ('turbospectrum', 'text', 'fits')
+- `SPECTRUM_FORMATS`: suffix -> spectrum format ('turbospectrum', 'text', 'fits'): what a directory of spectra
+  holds (gridkit.io.ingest) and the format of a file that is not FITS; FITS files are told apart by their
+  content (gridkit.io.registry: 'eso-sdp', '4most-l1', '4most-l1-multi', 'fits')
 - `TABLE_FORMATS`: suffix -> astropy Table format (label tables read by `gridkit.io.read_labels`; catalog
   exports written by `catalogs.export`)
 """

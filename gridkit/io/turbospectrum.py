@@ -1,4 +1,5 @@
-"""Reader of Turbospectrum output spectra (`.spec`): wavelength [A], normalised flux, absolute flux."""
+"""Reader of Turbospectrum output spectra (`.spec`, format 'turbospectrum'): wavelength [A, air], normalised
+flux, absolute flux."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GridError
+from .spectrum import Spectrum, base_meta, selection
 
 
 def read_spec(path) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -22,3 +24,13 @@ def read_spec(path) -> tuple[np.ndarray, np.ndarray, dict]:
     if data.shape[1] == 3:
         meta["absolute_flux"] = data[:, 2]
     return data[:, 0], data[:, 1], meta
+
+
+def turbospectrum_spectra(path, which=None) -> list[Spectrum]:
+    """The spectrum of a `.spec` file as a one-item list (format 'turbospectrum' of the registry): air
+    wavelengths, continuum-normalised flux (contnorm True), no error."""
+    wl, flux, meta = read_spec(path)
+    rows = selection(which, 1, path)
+    meta = base_meta(**meta, index=0, star_id=Path(path).name.split(".")[0], contnorm=True, medium_assumed=False)
+    spectrum = Spectrum(wl, meta.pop("medium"), flux, None, None, meta)
+    return [spectrum for _ in rows]

@@ -5,5 +5,13 @@
 - `rotation`: the classical (Gray) rotation profile, per-row kernels
 - `rebin`: flux-conserving rebinning as a cached sparse matrix
 - `noise`: S/N conventions and Gaussian noise with sigma = flux / (S/N per pixel)
+
+Preparing observed spectra (observed frame -> rest frame, normalised, masked, with their S/N):
+
+- `frames`: air <-> vacuum (Morton 2000), Doppler shifts and their inverse, the barycentric correction (astropy; VISTA)
+- `rv`: radial velocity against a template (ln-lambda CCF search, chi-square refinement, uncertainty)
+- `continuum`: the one continuum operator for grids and observations (iterative clipped B-spline per arm)
+- `snr`: S/N per pixel and per Angstrom from per-pixel errors
+- `masks`: good-pixel masks from QUAL, flux, sigma, ivar and wavelength intervals (Balmer cores, telluric bands)
 """
-from . import lnlambda, lsf, noise, rebin, rotation  # noqa: F401
+from . import continuum, frames, lnlambda, lsf, masks, noise, rebin, rotation, rv, snr  # noqa: F401

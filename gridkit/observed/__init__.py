@@ -9,9 +9,11 @@
 from __future__ import annotations
 
 from .pipeline import FourmostifyConfig, fourmostify
-from .jobs import fourmostify_file, fourmostify_store
+from .jobs import fourmostify_file, fourmostify_store, plan, read_star
+from .prepare import PrepareOptions, check_normalisation, normalisation_record, prepare_star
 from .snr import MAX_ESTIMATED_SNR, der_snr, estimate_snr
 from .spectrum import format_ranges, missing_ranges, missing_report, spectrum_dataset
 
-__all__ = ["fourmostify", "FourmostifyConfig", "fourmostify_file", "fourmostify_store", "spectrum_dataset", "missing_report",
+__all__ = ["fourmostify", "FourmostifyConfig", "fourmostify_file", "fourmostify_store", "plan", "read_star", "PrepareOptions",
+           "prepare_star", "check_normalisation", "normalisation_record", "spectrum_dataset", "missing_report",
            "missing_ranges", "format_ranges", "der_snr", "estimate_snr", "MAX_ESTIMATED_SNR"]

@@ -20,6 +20,10 @@ from ..kernels import lnlambda, lsf, noise
 from ..schema import SNR, WAVELENGTH
 
 
+#: an input resolving power within this fraction of the instrument's is the instrument's: no convolution
+SAME_RESOLUTION = 1e-3
+
+
 @dataclass(frozen=True)
 class FourmostifyConfig:
     """Options of `fourmostify`: the spectra's native resolving power (None: the dataset's `resolving_power`
@@ -40,7 +44,8 @@ class FourmostifyConfig:
         inst = params.instrument_and_arms(self, set_)
         if self.input_resolving_power is not None:
             set_("input_resolving_power", params.input_resolving_power_value(self.input_resolving_power))
-            params.below(inst.resolving_power, self.input_resolving_power, f"the resolving power of {inst.name}")
+            if abs(self.input_resolving_power / inst.resolving_power - 1) > SAME_RESOLUTION:
+                params.below(inst.resolving_power, self.input_resolving_power, f"the resolving power of {inst.name}")
         if self.snr is not None:
             values = params.snr_values(self.snr)
             if values.size != 1:
@@ -94,21 +99,24 @@ def apply(ds: xr.Dataset, cfg: FourmostifyConfig) -> xr.Dataset:
     if cfg.input_resolving_power is None and "resolving_power" not in ds.attrs:
         raise ConfigError("fourmostify needs input_resolving_power (the native R of the observed spectra)")
     r_in = params.input_resolving_power(ds, cfg.input_resolving_power)
-    if cfg.input_resolving_power is None:
+    at_instrument = abs(r_in / inst.resolving_power - 1) <= SAME_RESOLUTION  # e.g. 4MOST's own spectra: rebinned only
+    if cfg.input_resolving_power is None and not at_instrument:
         params.below(inst.resolving_power, r_in, f"the resolving power of {inst.name}")
     bounds = ops.segment_bounds(wl)
     for arm in chosen:
         if not any(a < arm.wl_max and b > arm.wl_min for a, b in bounds):
             raise GridError(f"arm {arm.name!r} ({arm.wl_min:g}-{arm.wl_max:g} A) has no input pixels (the input covers "
                             f"{ops.describe_coverage(wl)}); choose arms the spectra cover")
-    out = ops._to_resolution(ds, fl, wl, inst.resolving_power, r_in, "propagate")
-    # pixels closer than 3 sigma of the kernel to an end of the input's coverage lack data: missing, not guessed
-    sigma = lsf.kernel_sigma_lnlambda(inst.resolving_power, r_in)
-    near_edge = np.zeros(wl.size, dtype=bool)
-    for seg in lnlambda.segments(wl):
-        x = np.log(wl[seg])
-        near_edge[seg] = (x - x[0] < 3 * sigma) | (x[-1] - x < 3 * sigma)
-    out = out.assign(flux=out.flux.where(xr.DataArray(~near_edge, dims=(WAVELENGTH,))))
+    out = ds
+    if not at_instrument:
+        out = ops._to_resolution(ds, fl, wl, inst.resolving_power, r_in, "propagate")
+        # pixels closer than 3 sigma of the kernel to an end of the input's coverage lack data: missing, not guessed
+        sigma = lsf.kernel_sigma_lnlambda(inst.resolving_power, r_in)
+        near_edge = np.zeros(wl.size, dtype=bool)
+        for seg in lnlambda.segments(wl):
+            x = np.log(wl[seg])
+            near_edge[seg] = (x - x[0] < 3 * sigma) | (x[-1] - x < 3 * sigma)
+        out = out.assign(flux=out.flux.where(xr.DataArray(~near_edge, dims=(WAVELENGTH,))))
     target = inst.wavelength(cfg.arms)
     out = ops._rebin_to(out, out.flux, wl, target, "nan", "propagate")
     if cfg.snr is not None:

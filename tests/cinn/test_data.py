@@ -136,3 +136,22 @@ def test_packed_uint16_flux_is_decoded_like_xarray(shared_data):
     expected = xr.open_zarr(path, consolidated=False).flux.isel(model=slice(0, 2)).values
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert 0.0 < np.nanmedian(got) < 1.5
+
+
+def test_masking_augmentation_masks_runs_like_observed_spectra_and_feeds_the_inference_rule():
+    """Training masks runs of pixels in up to `mask_fraction` of each spectrum and feeds them exactly as inference feeds
+    masked pixels of observed spectra: the training mean flux, 0 once standardized (InputScaler.fill_masked)."""
+    from cinn.transforms import InputScaler, mask_runs
+
+    rng = np.random.default_rng(3)
+    m = mask_runs(rng, 2000, 1000, 0.1, 16)
+    frac = m.mean(axis=1)
+    assert frac.max() <= 0.1 + 16 / 1000 and 0.035 < frac.mean() < 0.055  # uniform in [0, 0.1], runs may overlap
+    starts = np.flatnonzero(np.diff(m[frac > 0][0].astype(int)) == 1) + 1
+    assert m[frac > 0][0][starts[0]:starts[0] + 16].all()  # runs of 16 pixels
+    assert not mask_runs(rng, 5, 100, 0.0, 16).any()
+    np.testing.assert_array_equal(mask_runs(np.random.default_rng(1), 3, 50, 0.2, 4), mask_runs(np.random.default_rng(1), 3, 50, 0.2, 4))
+    sc = InputScaler(np.linspace(0.5, 1.0, 6).astype(np.float32), np.full(6, 0.1, np.float32), 2.0, 0.5)
+    flux = np.array([[0.9, np.nan, 0.8, np.inf, 0.7, 0.6]], dtype=np.float32)
+    filled, n = sc.fill_masked(flux)
+    assert n.tolist() == [2] and np.all(sc.flux(filled)[0, [1, 3]] == 0.0) and filled[0, 0] == np.float32(0.9)

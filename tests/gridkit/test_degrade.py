@@ -287,3 +287,22 @@ def test_an_snr_so_low_that_the_noise_overflows_is_refused(tmp_path, capsys):
     assert not (tmp_path / "c.zarr").exists()
     cube = gridkit.degrade(base_grid(n=2), snr=[0.001]).compute()  # the lowest accepted S/N gives finite noise
     assert np.isfinite(cube.flux.values).all()
+
+
+def test_the_continuum_operator_as_a_degrade_option_is_recorded_and_equals_the_kernel():
+    """`normalise='continuum'` applies the operator observed spectra go through, on the instrument's pixels before the
+    noise; the cube records it (normalisation attr, degrade_steps) and chain_options repeats it."""
+    import json
+
+    from gridkit.kernels import continuum
+
+    ds = base_grid(n=2)
+    plain = gridkit.degrade(ds, snr=None).compute()
+    normed = gridkit.degrade(ds, snr=None, normalise="continuum").compute()
+    want = continuum.normalise(plain.wavelength.values, plain.flux.values.astype(float))[0].astype(np.float32)
+    np.testing.assert_array_equal(normed.flux.values, want)
+    assert normed.attrs["normalisation"].startswith("continuum {") and plain.attrs["normalisation"] == "none"
+    assert json.loads(normed.attrs[D.STEPS_ATTR])[-1]["op"] == "normalise"
+    np.testing.assert_array_equal(gridkit.degrade(ds, snr=None, **D.chain_options(normed.attrs)).flux.values, normed.flux.values)
+    with pytest.raises(ConfigError, match="normalise must be"):
+        gridkit.degrade(ds, normalise="spline")

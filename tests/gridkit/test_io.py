@@ -174,3 +174,18 @@ def test_check_labels_names_the_label_and_its_first_value_that_is_not_a_number()
     with pytest.raises(GridError, match=r"label 'feh' is NaN or infinite for 1 model\(s\), first at index 0"):
         check_labels({"feh": np.array([None, 1.0], dtype=object)}, 2)  # None is missing, as numpy reads it
     np.testing.assert_array_equal(check_labels({"teff": np.array(["5000", "6e3"])}, 2)["teff"], [5000.0, 6000.0])
+
+
+def test_readers_give_observed_spectra_as_they_are_and_read_spectra_refuses_repeats(tmp_path):
+    """gridkit.observed reads through READERS: repeated wavelengths (overlapping echelle orders, as in the shared
+    UVES Sun) and NaN reach it unchanged, meta holds only what the file says; the Spectrum API refuses repeats."""
+    from gridkit.io import READERS, read_spectra, spectrum_format
+
+    (tmp_path / "orders.txt").write_text("5000.0 1.0\n5000.1 0.9\n5000.1 0.92\n5000.2 nan\n5000.3 1.0\n")
+    path = tmp_path / "orders.txt"
+    wl, flux, meta = READERS[spectrum_format(path)](path)
+    np.testing.assert_array_equal(wl, [5000.0, 5000.1, 5000.1, 5000.2, 5000.3])
+    assert np.isnan(flux[3]) and None not in meta.values() and np.isnan(float(meta.get("ra", np.nan)))
+    assert meta["medium"] == "air" and "sigma" not in meta
+    with pytest.raises(GridError, match=r"wavelength of .*orders.txt must increase; it does not at index 2"):
+        read_spectra(path)

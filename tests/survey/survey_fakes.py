@@ -36,6 +36,9 @@ class FakePosterior:
         self.delay = float(os.environ.get("FAKE_DELAY", doc["delay"]))
         self.device = "cpu"
         self.pid = os.getpid()
+        from cinn.transforms import InputScaler  # numpy only: the rule for masked pixels (fill_masked)
+
+        self.scaler = InputScaler(np.ones(self.wavelength.size, np.float32), np.full(self.wavelength.size, 0.1, np.float32), 2.0, 0.5)
 
     def to(self, device):
         self.device = device

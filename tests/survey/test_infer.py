@@ -247,9 +247,10 @@ def test_sigkill_of_the_cli_mid_run_then_rerun_resumes_and_equals_uninterrupted(
     _assert_same_catalog(out, real_catalog)  # an uninterrupted run (chunks of 16; per-star draws make chunking irrelevant)
 
 
-def test_missing_pixels_are_imputed_only_when_asked_and_counted(analytic_model, tmp_path):
-    """missing='impute': NaN pixels take the training mean flux (standardized 0); the star is inferred, the
-    count is in n_imputed, and the result equals summarize() of the explicitly filled spectrum."""
+def test_missing_pixels_are_imputed_by_default_or_flagged_on_request_and_counted(analytic_model, tmp_path):
+    """missing='impute' (the default, the one rule of masked pixels): NaN pixels take the training mean flux
+    (standardized 0); the star is inferred, the count is in n_imputed, and the result equals summarize() of the
+    explicitly filled spectrum. missing='flag' leaves such a star uninferred."""
     import cinn
     from cinn.survey import infer
 
@@ -259,11 +260,11 @@ def test_missing_pixels_are_imputed_only_when_asked_and_counted(analytic_model, 
     flux[2, 100:140] = np.nan
     src["flux"] = (("star", "wavelength"), flux, src.flux.attrs)
     src.to_zarr(tmp_path / "gap.zarr", consolidated=False, zarr_format=3)
-    flagged = catalogs.open(infer(model_dir, tmp_path / "gap.zarr", tmp_path / "flag.zarr", samples=64, chunk=3, progress=False))
+    flagged = catalogs.open(infer(model_dir, tmp_path / "gap.zarr", tmp_path / "flag.zarr", samples=64, chunk=3, progress=False,
+                                   missing="flag"))
     assert flagged.flag_missing_flux.values.tolist() == [False, False, True, False, False, False]
     assert np.isnan(flagged.teff.values[2]) and flagged.n_imputed.values.tolist() == [0] * 6
-    cat = catalogs.open(infer(model_dir, tmp_path / "gap.zarr", tmp_path / "imp.zarr", samples=64, chunk=3, progress=False,
-                              missing="impute"))
+    cat = catalogs.open(infer(model_dir, tmp_path / "gap.zarr", tmp_path / "imp.zarr", samples=64, chunk=3, progress=False))
     assert not cat.flag_missing_flux.values.any()
     assert cat.n_imputed.values.tolist() == [0, 0, 40, 0, 0, 0]
     post = cinn.load(model_dir)

@@ -63,3 +63,15 @@ def test_a_damaged_survey_and_catalog_are_named_with_the_chunk(fake_setup, tmp_p
     err = capsys.readouterr().err
     assert "cat.zarr is damaged: chunk teff/c/2" in err and "Traceback" not in err
     assert not (tmp_path / "all.parquet").exists()
+
+
+def test_a_survey_normalised_otherwise_than_the_training_data_is_refused_naming_both(fake_setup, tmp_path):
+    from gridkit.errors import GridError
+
+    model_dir, survey_path = fake_setup
+    ds = xr.open_zarr(survey_path, consolidated=False).load()
+    ds.attrs["normalisation"] = 'continuum {"knot_spacing": 50.0}'
+    ds.to_zarr(tmp_path / "normed.zarr", consolidated=False, zarr_format=3)
+    with pytest.raises(GridError, match=r"normalised with 'continuum .*trained on flux normalised with 'none'.*--normalise none"):
+        survey.infer(model_dir, tmp_path / "normed.zarr", tmp_path / "cat.zarr", samples=32, loader=load_fake, progress=False)
+    assert not (tmp_path / "cat.zarr").exists()

@@ -235,8 +235,8 @@ def test_bad_arguments_refused(fake_setup, tmp_path):
     assert not (tmp_path / "cat.zarr").exists()
 
 
-def test_stars_with_missing_pixels_are_flagged_and_the_rest_inferred(tmp_path):
-    """`gridkit fourmostify` leaves NaN where a spectrum does not cover the instrument: such a star gets NaN
+def test_stars_with_missing_pixels_are_flagged_on_request_and_the_rest_inferred(tmp_path):
+    """missing='flag': `gridkit fourmostify` leaves NaN where a spectrum does not cover the instrument: such a star gets NaN
     labels, f_reject 1 and flag_missing_flux; its chunk-mates are inferred as usual."""
     model_dir = write_fake_model(tmp_path / "model", WAVE)
     path = make_survey(tmp_path / "s.zarr", n=20, chunk=8)
@@ -245,7 +245,8 @@ def test_stars_with_missing_pixels_are_flagged_and_the_rest_inferred(tmp_path):
     flux[5, 10:20] = np.nan
     ds["flux"] = (("star", "wavelength"), flux, ds.flux.attrs)
     ds.to_zarr(tmp_path / "gap.zarr", consolidated=False, zarr_format=3)
-    cat = catalogs.open(survey.infer(model_dir, tmp_path / "gap.zarr", tmp_path / "cat.zarr", samples=32, chunk=8, loader=load_fake, progress=False))
+    cat = catalogs.open(survey.infer(model_dir, tmp_path / "gap.zarr", tmp_path / "cat.zarr", samples=32, chunk=8, loader=load_fake, progress=False,
+                                      missing="flag"))
     assert cat.flag_missing_flux.values.tolist() == [i == 5 for i in range(20)]
     assert np.isnan(cat.teff.values[5]) and np.isnan(cat.feh_quantiles.values[5]).all() and cat.f_reject.values[5] == 1
     good = np.r_[0:5, 6:20]
