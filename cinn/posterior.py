@@ -73,6 +73,8 @@ class Posterior:
         self.device = torch.device("cpu")
         self.memory_cap = DEFAULT_MEMORY_CAP
         self.batch_spectra = False
+        #: the interval calibration fitted for this model (cinn.calibration), None when there is none
+        self.calibration = None
         self._fast = FastReverse(self.model)
 
     def __repr__(self) -> str:
@@ -261,8 +263,10 @@ class Posterior:
         lp = lp + self.label_transform.log_abs_det_forward(lab3)
         return lp[:, 0] if squeeze else lp
 
-    def summarize(self, flux, snr, n: int = 4096, seed: int = 0, keys=None) -> xr.Dataset:
-        """MAP, quantiles, f_reject and flag_extrapolated per spectrum (see the module docstring)."""
+    def summarize(self, flux, snr, n: int = 4096, seed: int = 0, keys=None, calibrated: bool = True) -> xr.Dataset:
+        """MAP, quantiles, f_reject and flag_extrapolated per spectrum (see the module docstring). With a calibration
+        fitted for the model (`cinn.calibration`, model_dir/calibration.json) and `calibrated`, the quantiles are
+        rescaled around their median by it (the MAP and f_reject are not)."""
         values, s, k, dim = self._inputs(flux, snr, keys)
         n = _check_n(n)
         S, d = values.shape[0], len(self.label_names)
@@ -279,6 +283,8 @@ class Posterior:
             maps[lo:hi] = self.map_estimate(phys, lq)
             for j in np.flatnonzero(inside.any(axis=1)):
                 quants[lo + j] = np.quantile(phys[j][inside[j]], QUANTILES, axis=0).T
+        if calibrated and self.calibration is not None:
+            quants = self.calibration.apply(quants, s, QUANTILES.index(0.5))
         return self._dataset(maps, quants, f_reject, dim, flux)
 
     def _dataset(self, maps, quants, f_reject, dim, flux) -> xr.Dataset:
@@ -336,7 +342,11 @@ def load(model_dir, device: str | torch.device = "cpu") -> Posterior:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ck.ModelDirError(f"{Path(model_dir) / ck.MODEL_WEIGHTS} does not match the config in model.json: {exc}") from exc
-    return Posterior(model, meta, extras, Path(model_dir), weights_sha256=digest).to(device)
+    post = Posterior(model, meta, extras, Path(model_dir), weights_sha256=digest).to(device)
+    from .calibration import read as read_calibration
+
+    post.calibration = read_calibration(model_dir, post.model_id)  # None when none was fitted
+    return post
 
 
 def reference_summarize(post: Posterior, flux, snr, n: int = 4096, seed: int = 0, keys=None,

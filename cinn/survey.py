@@ -113,10 +113,10 @@ class InferChunk:
     """make_region of `infer`: the posterior summaries of one chunk of stars. Small and picklable."""
 
     def __init__(self, model_dir, model_id, survey_path, samples, seed, label_names, loader=None, device="auto", missing="impute",
-                 source: str = ""):
+                 source: str = "", calibrated: bool = True):
         self.model_dir, self.model_id, self.survey_path = str(model_dir), str(model_id), str(survey_path)
         self.samples, self.seed, self.label_names = int(samples), int(seed), tuple(label_names)
-        self.loader, self.device, self.missing, self.source = loader, device, missing, source
+        self.loader, self.device, self.missing, self.source, self.calibrated = loader, device, missing, source, calibrated
 
     def inputs(self, i: int, sl: slice) -> str:
         """The survey's content digest: a chunk inferred from a survey that changed since is inferred again."""
@@ -137,7 +137,8 @@ class InferChunk:
         ok = np.isfinite(flux).all(axis=1) & np.isfinite(snr) & (snr > 0)
         n, nq = flux.shape[0], len(QUANTILES)
         out = {}
-        summary = post.summarize(flux[ok], snr[ok], n=self.samples, seed=self.seed, keys=keys[ok]) if ok.any() else None
+        summary = (post.summarize(flux[ok], snr[ok], n=self.samples, seed=self.seed, keys=keys[ok], calibrated=self.calibrated)
+                   if ok.any() else None)
         for name in self.label_names:
             maps, quants = np.full(n, np.nan, dtype=OUTPUT_DTYPE), np.full((n, nq), np.nan, dtype=OUTPUT_DTYPE)
             if summary is not None:
@@ -287,6 +288,7 @@ def infer(
     device: str = "auto",
     n_threads: int = 1,
     missing: str = "impute",
+    calibrated: bool = True,
 ) -> Path:
     """Infer the labels of every star of `survey_path` with the model in `model_dir`; write the catalog `out`.
 
@@ -297,7 +299,8 @@ def infer(
     refused if not); loader: model_dir -> Posterior (default `cinn.load`); device: 'auto' (CUDA on GPU
     workers), 'cpu' or 'cuda'. missing: 'impute' (default: masked pixels take the training mean flux, as the
     training's masking augmentation feeds them; counted in n_imputed) or 'flag' (a spectrum with missing pixels is not
-    inferred, its row is NaN with flag_missing_flux). Returns the catalog path. Everything is validated before anything is written.
+    inferred, its row is NaN with flag_missing_flux). calibrated: apply the model's interval calibration
+    (`cinn.calibration`, when one was fitted; recorded in the catalog's attr `interval_calibration`). Returns the catalog path. Everything is validated before anything is written.
     """
     samples = _check_int("samples", samples, 1)
     seed = _check_int("seed", seed, 0)
@@ -310,7 +313,7 @@ def infer(
     # the preparation below reads small per-star columns: in this process, not as hundreds of tiny tasks on the cluster
     with dask.config.set(scheduler="synchronous"):
         store, make_region, labels = _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrite, progress, command,
-                                              loader, device, missing)
+                                              loader, device, missing, calibrated)
     failures = _store.write_regions(store, make_region, client=client, n_threads=n_threads, on_error="record", progress=progress,
                                     desc="infer", resources=gpu_resources(client))
     if failures:
@@ -320,7 +323,8 @@ def infer(
     return Path(out)
 
 
-def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrite, progress, command, loader, device, missing="impute"):
+def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrite, progress, command, loader, device, missing="impute",
+             calibrated=True):
     """Validate everything, write the template (or find the one to resume); return (store, make_region, labels)."""
     model_dir, survey_path, out = Path(model_dir), Path(survey_path), Path(out)
     if not model_dir.is_dir():
@@ -349,7 +353,11 @@ def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrit
         _refuse_other_model(out, post, model_dir)
     fp = _store.fingerprint("infer", str(post.model_id), list(post.label_names), str(survey_path.resolve()), samples, seed, chunk,
                             *(() if missing == "flag" else (missing,)))
+    calibration = getattr(post, "calibration", None) if calibrated else None
+    if calibration is not None:  # a refitted calibration is another job
+        fp = _store.fingerprint(fp, calibration.summary())
     template = _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, command)
+    template.attrs["interval_calibration"] = "none" if calibration is None else calibration.summary()
     store, resumed = _store.create(out, template, dim=STAR, region_size=chunk, fingerprint=fp, overwrite=overwrite,
                                    inputs=[survey_path, model_dir])
     if progress:
@@ -362,7 +370,7 @@ def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrit
     del post  # distributed workers load their own copy, once per worker process, never shipped with the tasks
     make_region = InferChunk(model_dir.resolve(), model_id, survey_path.resolve(), samples, seed, labels, loader=loader, device=device,
                              source=_store.digest(_store.store_identity(survey_path)),
-                             missing=missing)
+                             missing=missing, calibrated=calibrated)
     return store, make_region, labels
 
 

@@ -8,7 +8,7 @@ import sys
 
 from .errors import GridkitError
 
-COMMANDS = ("synth", "ingest", "degrade", "fourmostify", "train", "infer", "mock_survey", "catalog", "evaluate", "tune", "demo")
+COMMANDS = ("synth", "ingest", "degrade", "fourmostify", "train", "infer", "mock_survey", "catalog", "evaluate", "calibrate_intervals", "tune", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -546,23 +546,30 @@ def _select_spectra(post: Posterior, cube, cube_path, split: str | None = "test"
 
 
 def _sample_results(post: Posterior, cube, spectra: _Spectra, samples: int, seed: int = 0, *, chunk: int = 256,
-                   progress: bool = False) -> list[SNRResult]:
+                   progress: bool = False, calibration=None) -> tuple[list[SNRResult], list[SNRResult] | None]:
     """One SNRResult per S/N: every spectrum sampled once (`samples` draws), its MAP by the posterior's own rule
-    (`Posterior.map_estimate`) from the same draws; `chunk` spectra at a time."""
+    (`Posterior.map_estimate`) from the same draws; `chunk` spectra at a time. With an interval `calibration`
+    (cinn.calibration), the results of the calibrated draws, and those of the raw draws beside them."""
     from tqdm.auto import tqdm
 
-    results = []
+    results, raw = [], []
     bar = tqdm(total=len(spectra.snrs) * spectra.n, disable=not progress, desc="evaluate", unit="spectrum")
     for s in spectra.snrs:
-        parts = []
+        parts, raw_parts = [], []
         for lo in range(0, spectra.n, chunk):
             part = spectra.subset(slice(lo, lo + chunk))
             draws, log_q = post.sample(part.flux(cube, s), np.full(part.n, s), n=samples, seed=seed, keys=part.keys, return_log_q=True)
-            parts.append(result_from_samples(s, part.model_ids, part.truth, post.map_estimate(draws, log_q), draws))
+            maps = post.map_estimate(draws, log_q)
+            parts.append(result_from_samples(s, part.model_ids, part.truth, maps, draws))
+            if calibration is not None:
+                raw_parts.append(parts[-1])
+                parts[-1] = result_from_samples(s, part.model_ids, part.truth, maps, calibration.apply_samples(draws, np.full(part.n, s)))
             bar.update(part.n)
         results.append(concat_results(parts))
+        if calibration is not None:
+            raw.append(concat_results(raw_parts))
     bar.close()
-    return results
+    return results, (raw if calibration is not None else None)
 
 
 def _saliency(post: Posterior, cube, spectra: _Spectra, snr: float, seed: int, out: Path) -> dict[str, Path]:
@@ -650,6 +657,7 @@ def evaluate(
     chunk: int = 256,
     device: str = "cpu",
     progress: bool = False,
+    calibrated: bool = True,
 ) -> dict[str, Path]:
     """Evaluate a trained cINN on the held-out spectra of a degraded cube; write tables and figures.
 
@@ -664,7 +672,9 @@ def evaluate(
     ppc: number of spectra for the posterior predictive check (0: none; each costs 2 + `ppc_draws`
     syntheses with the cube's generator, seconds with the analytic one, minutes with Turbospectrum); skipped,
     with a note, where the cube's generator cannot run here. Returns {name: path} of everything written
-    (tables as `<name>_ecsv` and `<name>_csv`, figures, `summary_md`, `summary_json`).
+    (tables as `<name>_ecsv` and `<name>_csv`, figures, `summary_md`, `summary_json`). calibrated: with an interval
+    calibration fitted for the model (`cinn.calibration`), evaluate the calibrated posteriors and add the uncalibrated
+    coverage and SBC tables (`coverage_uncalibrated`, `sbc_uncalibrated`) beside.
     """
     from cinn.checkpoint import created_output
     from cinn.posterior import Posterior, load
@@ -680,9 +690,13 @@ def evaluate(
 
     with created_output(out):  # a failure removes what this run wrote, nothing else
         t0 = time.perf_counter()
-        results = _sample_results(post, cube, spectra, int(samples), seed, chunk=chunk, progress=progress)
+        calibration = post.calibration if calibrated else None
+        results, raw = _sample_results(post, cube, spectra, int(samples), seed, chunk=chunk, progress=progress, calibration=calibration)
         labels = list(post.label_names)
         tables = make_tables(results, labels, feh_index=labels.index("feh") if "feh" in labels else None)
+        if raw is not None:  # the model's interval calibration applied: the uncalibrated coverage and SBC beside
+            uncal = make_tables(raw, labels)
+            tables["coverage_uncalibrated"], tables["sbc_uncalibrated"] = uncal["coverage"], uncal["sbc"]
         paths: dict[str, Path] = write_tables(tables, out)
         paths.update(make_figures(results, tables, labels, out, figure_snr))
         fig_snr = _nearest_snr(spectra.snrs, figure_snr)
@@ -696,3 +710,26 @@ def evaluate(
         meta = _summary_meta(post, cube_path, spectra, results, samples, seed, fig_snr, notes, time.perf_counter() - t0)
         paths.update(_write_summary(tables, meta, paths, out, ppc_stats))
     return paths
+
+
+def fit_interval_calibration(model_dir, cube_path, *, split: str = "validation", samples: int = 1024, seed: int = 0, snr=None,
+                             max_spectra: int | None = None, write: bool = True):
+    """Fit the model's interval calibration (`cinn.calibration`) on the spectra of `split` (default: the validation
+    split: held out from the weights, it only chose the epoch; the test split stays untouched for evaluation) in a
+    noisy cube `cube_path` (its models matched by id and labels), at every S/N of the cube (or `snr`); with `write`,
+    store it in the model directory, where `cinn.load`, `gridkit infer` and `gridkit evaluate` pick it up."""
+    from cinn import calibration
+    from cinn.posterior import load
+
+    post = load(model_dir)
+    cube = _open_cube(post, Path(cube_path))
+    spectra = _select_spectra(post, cube, cube_path, split, snr, max_spectra)
+    flux = np.concatenate([spectra.flux(cube, s) for s in spectra.snrs])
+    snrs = np.repeat(np.asarray(spectra.snrs, dtype=float), spectra.n)
+    truth = np.tile(spectra.truth, (len(spectra.snrs), 1))
+    keys = np.tile(np.asarray(spectra.keys), len(spectra.snrs))
+    cal = calibration.fit(post, flux, snrs, truth, n=int(samples), seed=seed, keys=keys,
+                          source=f"{split} split of {Path(cube_path).name} ({spectra.n} models x {len(spectra.snrs)} S/N)")
+    if write:
+        calibration.write(model_dir, cal)
+    return cal

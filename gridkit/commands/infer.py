@@ -26,6 +26,8 @@ def register(sub):
     p.add_argument("--missing", choices=("flag", "impute"), default="impute",
                    help="spectra with missing (NaN) pixels: 'flag' leaves them uninferred (flag_missing_flux), 'impute' fills those "
                         "pixels with the training mean flux (the rule training's masking augmentation follows) and counts them in n_imputed (default: impute)")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="do not apply the model's interval calibration (model_dir/calibration.json, from `gridkit calibrate-intervals`)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_cluster_options(p, default_workers="auto")
     p.epilog = "--workers 0 runs the tasks on --threads-per-worker threads of this process, without a Dask cluster."
@@ -45,6 +47,6 @@ def _run(args, argv=None):
     with client_from_args(args, resources={"GPU": 1} if args.gpu_workers else None) as client:
         out = infer(args.model_dir, args.survey, args.out, samples=args.samples, chunk=args.chunk, seed=args.seed, client=client,
                     overwrite=args.overwrite, progress=not args.no_progress, command=command, device=args.device,
-                    n_threads=max(1, args.threads_per_worker), missing=args.missing)
+                    n_threads=max(1, args.threads_per_worker), missing=args.missing, calibrated=not args.no_calibration)
     print(f"catalog written: {out}")
     return 0

@@ -35,6 +35,7 @@ class FakePosterior:
         self.wavelength = np.asarray(doc["wavelength"])
         self.delay = float(os.environ.get("FAKE_DELAY", doc["delay"]))
         self.device = "cpu"
+        self.calibration = None
         self.pid = os.getpid()
         from cinn.transforms import InputScaler  # numpy only: the rule for masked pixels (fill_masked)
 
@@ -44,7 +45,7 @@ class FakePosterior:
         self.device = device
         return self
 
-    def summarize(self, flux, snr, n=4096, seed=0, keys=None):
+    def summarize(self, flux, snr, n=4096, seed=0, keys=None, calibrated=True):
         flux = np.asarray(flux)
         keys = np.arange(flux.shape[0]) if keys is None else np.asarray(keys)
         time.sleep(self.delay * flux.shape[0])
