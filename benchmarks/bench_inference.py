@@ -26,14 +26,15 @@ import torch
 PUBLISHED_MIN_PER_1000_CPU = 21.5
 
 
-def _posterior(n_wave: int, subnet_layers: int | None = None):
+def _posterior(n_wave: int, subnet_layers: int | None = None, config: dict | None = None):
+    """(Posterior with random weights far from the identity, its config): the published-size network, or `config`."""
     from cinn.config import CINNConfig
     from cinn.model import CINN
     from cinn.posterior import Posterior
     from cinn.transforms import LabelTransform
     from gridkit.schema import LABEL_NAMES
 
-    cfg = CINNConfig()  # published: 16 blocks, subnets in-512-512-out, feature net 2048-1024-512 -> 256
+    cfg = CINNConfig(**(config or {}))  # published: 16 blocks, subnets in-512-512-out, feature net 2048-1024-512 -> 256
     if subnet_layers is not None:
         cfg = cfg.replace(subnet_layers=subnet_layers)
     model = CINN(cfg, n_wave)

@@ -3,15 +3,21 @@
 A catalog is an `xarray.Dataset` in Zarr with one row per star:
 
 - dimensions `star` (index 0..n-1) and `quantile` = (0.025, 0.16, 0.5, 0.84, 0.975);
-- `star_id(star)` (string, a coordinate with an index: `cat.sel(star_id=[...])`), `snr(star)` (input S/N per A);
+- `star_id(star)` (string, a coordinate with a lazy index: `cat.sel(star_id=[...])`, see `catalogs.index`),
+  `snr(star)` (input S/N per A);
 - per label (`teff`, `logg`, ...): the MAP estimate `<label>(star)` and `<label>_quantiles(star, quantile)`;
-- `f_reject(star)`, `flag_extrapolated(star)`; passthrough columns of the survey (`ra`, `dec`, `true_<label>`, ...);
+- `f_reject(star)`, `flag_extrapolated(star)`; quality flags `flag_snr_outside(star)`, `<label>_unconstrained(star)`
+  (bool; not labels: a label needs a `<label>_quantiles` partner); optionally kept draws `samples(star, draw, label)`
+  with `samples_in_bounds(star, draw)` (not flat columns); passthrough columns of the survey (`ra`, `dec`, `true_<label>`, ...);
 - CF-style `units` and `long_name` on every variable; provenance in the dataset attrs.
 
 The flat view used by queries and exports turns every quantile into its own column named
 `<label>_p<percent>` with the percent written with two integer digits and `_` for the decimal point:
 
     0.025 -> teff_p02_5   0.16 -> teff_p16   0.5 -> teff_p50   0.84 -> teff_p84   0.975 -> teff_p97_5
+
+and adds, after the quantiles, the symmetric error `e_<label>` = (p84 - p16) / 2 (computed lazily, never
+stored). `ucd(name)` gives each flat column's IVOA UCD1+ (exports write it to FITS TUCDn and VOTable FIELDs).
 """
 from __future__ import annotations
 
@@ -39,6 +45,65 @@ STANDARD_ATTRS = {
     "ra": {"long_name": "right ascension", "units": "deg"},
     "dec": {"long_name": "declination", "units": "deg"},
 }
+
+
+#: Suffix of a label's quality flag: `teff_unconstrained` (posterior about as wide as the prior, see docs/catalogs.md).
+UNCONSTRAINED_SUFFIX = "_unconstrained"
+
+#: Prefix of the symmetric error column of a label: `e_teff` = (teff_p84 - teff_p16) / 2.
+ERROR_PREFIX = "e_"
+
+#: IVOA UCD1+ of each label (words checked against the UCD1+ list astropy ships, tests/catalogs/test_export_tools.py).
+#: [X/Fe] has no per-element word (`phys.abund.X` is hydrogen): `phys.abund`. Labels not listed have no UCD.
+LABEL_UCDS = {
+    "teff": "phys.temperature.effective",
+    "logg": "phys.gravity",
+    "feh": "phys.abund.Fe",
+    "vmic": "phys.veloc.microTurb",
+    "vbroad": "phys.veloc.rotat",
+    **{x: "phys.abund" for x in ("c_fe", "n_fe", "mg_fe", "si_fe", "ca_fe", "ti_fe", "mn_fe", "li_fe")},
+}
+
+#: UCDs of the other columns a catalog may have.
+COLUMN_UCDS = {
+    "star_id": "meta.id;meta.main",
+    "snr": "stat.snr",
+    "f_reject": "stat.probability",
+    "flag_extrapolated": "meta.code.qual",
+    "flag_missing_flux": "meta.code.qual",
+    "flag_snr_outside": "meta.code.qual",
+    "n_imputed": "meta.number",
+    "ra": "pos.eq.ra;meta.main",
+    "dec": "pos.eq.dec;meta.main",
+    "source": "meta.ref",
+}
+
+
+def _label_ucd(base: str) -> str | None:
+    if base in LABEL_UCDS:
+        return LABEL_UCDS[base]
+    if base.endswith("_cal"):  # a calibrated estimate (catalogs.calibrate) is the same quantity
+        return _label_ucd(base[: -len("_cal")])
+    if base.startswith("true_") and base[len("true_"):] in LABEL_UCDS:  # mock surveys: the grid's own label
+        return LABEL_UCDS[base[len("true_"):]] + ";meta.modelled"
+    return None
+
+
+def ucd(name: str) -> str | None:
+    """The UCD1+ of a flat column: the label's (`LABEL_UCDS`) for `<label>`, `<label>_cal`; with `;stat.median`
+    for `<label>_p50`, `;stat.percentile` for the other quantiles; `stat.error;<label's>` for `e_<label>`;
+    `COLUMN_UCDS` for the rest; None when unknown."""
+    if name in COLUMN_UCDS:
+        return COLUMN_UCDS[name]
+    if name.endswith(UNCONSTRAINED_SUFFIX):
+        return "meta.code.qual"
+    if name.startswith(ERROR_PREFIX) and _label_ucd(name[len(ERROR_PREFIX):]):
+        return "stat.error;" + _label_ucd(name[len(ERROR_PREFIX):])
+    m = _FLAT_QUANTILE.match(name)
+    if m and _label_ucd(m["label"]):
+        median = int(m["whole"]) == 50 and not m["frac"]
+        return _label_ucd(m["label"]) + (";stat.median" if median else ";stat.percentile")
+    return _label_ucd(name)
 
 
 def quantile_suffix(q: float) -> str:
@@ -84,6 +149,8 @@ def flat_columns(cat: xr.Dataset) -> list[str]:
         out = [base] if base in flat else []
         if base in quant:
             out += [f"{base}_{quantile_suffix(q)}" for q in quantiles]
+            if _has_error_quantiles(quantiles) and ERROR_PREFIX + base not in rows:
+                out.append(ERROR_PREFIX + base)
         return out
 
     # canonical order: id and input first, then each label (MAP, quantiles, calibrated), quality, the rest
@@ -100,12 +167,38 @@ def flat_columns(cat: xr.Dataset) -> list[str]:
     return cols
 
 
+def _has_error_quantiles(quantiles) -> bool:
+    return all(any(abs(q - want) < 1e-9 for q in quantiles) for want in (0.16, 0.84))
+
+
+def _error_column(cat: xr.Dataset, base: str) -> xr.DataArray | None:
+    """`e_<base>` = (p84 - p16) / 2 of `<base>_quantiles`, lazily, in its dtype and units; None if not derivable."""
+    from gridkit.schema import label_info
+
+    var = cat.variables.get(base + QUANTILE_SUFFIX)
+    if var is None or var.dims != (STAR, QUANTILE) or QUANTILE not in cat.coords:
+        return None
+    qs = [float(q) for q in cat[QUANTILE].values]
+    if not _has_error_quantiles(qs):
+        return None
+    q = cat[base + QUANTILE_SUFFIX]
+    i16, i84 = (int(np.argmin(np.abs(np.asarray(qs) - want))) for want in (0.16, 0.84))
+    half = (q.isel({QUANTILE: i84}, drop=True) - q.isel({QUANTILE: i16}, drop=True)) / 2
+    what = label_info(base).long_name if base in LABEL_UCDS else base
+    attrs = {"units": q.attrs.get("units", "1"), "long_name": f"{what}, symmetric error (p84 - p16) / 2 of the posterior"}
+    return half.astype(q.dtype).rename(ERROR_PREFIX + base).assign_attrs(attrs)
+
+
 def column(cat: xr.Dataset, name: str) -> xr.DataArray:
     """One column of the flat view as a (lazy) DataArray along `star`, with units/long_name attrs.
 
     Raises GridError naming the column and listing the available ones."""
     if name in cat.variables and cat[name].dims == (STAR,):
         return cat[name]
+    if name.startswith(ERROR_PREFIX):
+        err = _error_column(cat, name[len(ERROR_PREFIX):])
+        if err is not None:
+            return err
     m = _FLAT_QUANTILE.match(name)
     if m:
         base = m["label"] + QUANTILE_SUFFIX
@@ -147,3 +240,34 @@ def select_columns(cat: xr.Dataset, columns: Iterable[str] | None) -> dict[str, 
 def as_str(values) -> np.ndarray:
     """Strings as a fixed-width numpy unicode array (what astropy tables and xarray indexes take)."""
     return as_text(values).astype(str)
+
+
+#: rows per Zarr chunk inside a shard of a catalog written in large regions (a lookup or a partial read reads one)
+CHUNK_ROWS = 65536
+#: rows per shard (one file per variable) of a large catalog, and per region of the writer that fills it
+SHARD_ROWS = 4 * CHUNK_ROWS
+
+
+def catalog_encoding(template: xr.Dataset, region_size: int, chunk: int = CHUNK_ROWS) -> dict:
+    """Zarr encoding of a catalog written in regions of `region_size` stars: each region one shard (one file per
+    variable) of chunks of `chunk` stars, so that 25 million stars are a few thousand files. Regions own whole
+    shards (one writer per file), so this applies only when `region_size` is a multiple of `chunk` above it;
+    otherwise {} (one chunk per region, the writer's default)."""
+    region_size, chunk = int(region_size), int(chunk)
+    if region_size <= chunk or region_size % chunk:
+        return {}
+    out = {}
+    for name, var in template.variables.items():
+        if STAR in var.dims and name != STAR and var.dims[0] == STAR:
+            rest = tuple(int(template.sizes[d]) for d in var.dims[1:])
+            out[str(name)] = {"chunks": (chunk, *rest), "shards": (region_size, *rest)}
+    return out
+
+
+def block_rows(cat: xr.Dataset, target: int = 1 << 20) -> int:
+    """Rows to read at a time when streaming `cat`: `target`, rounded to whole chunks of its first variable."""
+    for var in cat.variables.values():
+        if var.dims[:1] == (STAR,) and var.chunks:
+            first = int(var.chunks[0][0]) if var.chunks[0] else target
+            return max(first, target // first * first)
+    return target

@@ -11,6 +11,7 @@ _EXPORTS = {
     "split_models": "data", "read_split": "data", "CubeStream": "data",
     "ModelDirError": "checkpoint", "TrainingError": "checkpoint",
     "load": "posterior", "Posterior": "posterior", "QUANTILES": "posterior",
+    "summarize_dataset": "lazy", "write_catalog": "lazy",
 }
 
 # `cinn.train` is both a submodule and the training function: bind the function eagerly, after the

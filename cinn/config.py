@@ -30,6 +30,11 @@ class CINNConfig:
     feature_layers: tuple[int, ...] = (2048, 1024, 512)
     #: size of the condition the feature network hands to every coupling block
     n_features: int = 256
+    #: > 0: the standardized flux enters the feature network as its coefficients on this many principal components
+    #: of the training split's flux (a fixed basis fitted before training, stored with the weights); with a few
+    #: hundred training models the feature network's first layer otherwise holds most of the parameters and learns
+    #: the training spectra by heart. 0: the whole spectrum (the published method)
+    flux_components: int = 0
     #: soft clamp alpha of the coupling scale (FrEIA's atan clamp)
     clamp: float = 1.9
     #: seed of the weights' initialisation and of the fixed random permutations
@@ -100,6 +105,8 @@ class CINNConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.flux_components, int) or isinstance(self.flux_components, bool) or self.flux_components < 0:
+            raise ConfigError(f"flux_components must be an integer >= 0 (0: no compression), got {self.flux_components!r}")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ConfigError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
         if self.subnet_layers < 2:

@@ -65,7 +65,13 @@ class CINN(nn.Module):
         np_state = np.random.get_state()
         try:
             torch.manual_seed(config.init_seed)
-            self.features = feature_network(self.n_wave + 1, config.feature_layers, config.n_features)
+            k = int(config.flux_components)
+            if k > self.n_wave:
+                raise ValueError(f"flux_components ({k}) must not exceed the number of pixels ({self.n_wave})")
+            if k:
+                # fixed (not trained) projection of the standardized flux: set by `set_flux_basis`, saved as a buffer
+                self.register_buffer("flux_basis", torch.zeros(self.n_wave, k))
+            self.features = feature_network((k or self.n_wave) + 1, config.feature_layers, config.n_features)
             flow = Ff.SequenceINN(self.n_dim)
 
             def subnet(c_in, c_out):
@@ -80,7 +86,17 @@ class CINN(nn.Module):
             torch.random.set_rng_state(cpu_state)
             np.random.set_state(np_state)
 
+    def set_flux_basis(self, basis) -> None:
+        """The (n_wave, flux_components) orthonormal basis the standardized flux is projected on."""
+        basis = torch.as_tensor(np.asarray(basis, dtype=np.float32))
+        if basis.shape != self.flux_basis.shape:
+            raise ValueError(f"flux basis of shape {tuple(basis.shape)}, expected {tuple(self.flux_basis.shape)}")
+        with torch.no_grad():
+            self.flux_basis.copy_(basis)
+
     def condition(self, cond_in: torch.Tensor) -> torch.Tensor:
+        if self.config.flux_components:
+            cond_in = torch.cat([cond_in[:, :self.n_wave] @ self.flux_basis.to(cond_in.dtype), cond_in[:, self.n_wave:]], dim=1)
         return self.features(cond_in).float()
 
     def forward(self, x: torch.Tensor, cond_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

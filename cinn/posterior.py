@@ -67,6 +67,9 @@ class Posterior:
         self.normalisation = str(meta.get("normalisation", "none"))
         #: (min, max) S/N per Angstrom seen in training (None for models written before it was recorded)
         self.snr_range = tuple(float(v) for v in meta["snr_range"]) if "snr_range" in meta else None
+        #: (d,) central 68 % width (p84 - p16) of each label over the training split (the prior the network learnt; the
+        #: reference of a catalog's <label>_unconstrained), and how it was obtained (`prior_width68_source`)
+        self.prior_width68, self.prior_width68_source = _prior_width68(meta, self.label_names, self.bounds)
         #: warn (ExtrapolationWarning) when a call's S/N lie outside snr_range; `gridkit infer` checks the whole
         #: survey once instead and turns this off on its workers
         self.warn_extrapolation = True
@@ -228,18 +231,33 @@ class Posterior:
         maps[best < 0] = np.nan
         return maps
 
-    def sample(self, flux, snr, n: int = 4096, seed: int = 0, keys=None, *, return_log_q: bool = False):
+    def sample(self, flux, snr, n: int = 4096, seed: int = 0, keys=None, *, return_log_q: bool = False, labelled: bool = False):
         """Posterior samples (n_spec, n, n_labels) in physical units (float64).
+
+        With `labelled`, an `xarray.DataArray` (star|model, draw, label) instead: the label names as coordinate `label`,
+        each label's units and long name as coordinates `label_units(label)` and `label_long_name(label)` and in the
+        attrs (`label_units`: {label: units}); the spectra's own coordinate when `flux` is a DataArray that has one.
 
         With `return_log_q`, (samples, log_q): also the flow density of each sample, (n_spec, n) float32,
         log q = log N(z) - log|det dy/dz| in the flow's own (standardized, log10 Teff/vbroad) space, which the
         MAP rule ranks (`map_estimate`); the density in physical units is `log_prob` = log_q +
         `label_transform.log_abs_det_forward`. Spectrum j's draws depend on (seed, keys[j]) only."""
-        values, s, k, _ = self._inputs(flux, snr, keys)
+        values, s, k, dim = self._inputs(flux, snr, keys)
         n = _check_n(n)
         y, log_q = self._sample_flow(values, s, k, n, seed)
         samples = self.label_transform.inverse(y)
+        if labelled:
+            samples = self.labelled(samples, dim, flux)
         return (samples, log_q) if return_log_q else samples
+
+    def labelled(self, samples: np.ndarray, dim: str = STAR, flux=None) -> xr.DataArray:
+        """Samples (n_spec, n, n_labels) as a DataArray (dim, draw, label) with label names, units and long names."""
+        coords = {**sample_coords(self.label_names, samples.shape[1])}
+        if isinstance(flux, xr.DataArray) and dim in flux.coords:
+            coords[dim] = flux[dim].values
+        units = dict(zip(self.label_names, coords["label_units"][1]))
+        return xr.DataArray(samples, dims=(dim, "draw", "label"), coords=coords, name="samples",
+                            attrs={**SAMPLES_ATTRS, "label_units": units, "model_id": self.model_id})
 
     @torch.inference_mode()
     def log_prob(self, labels, flux, snr) -> np.ndarray:
@@ -263,13 +281,23 @@ class Posterior:
         lp = lp + self.label_transform.log_abs_det_forward(lab3)
         return lp[:, 0] if squeeze else lp
 
-    def summarize(self, flux, snr, n: int = 4096, seed: int = 0, keys=None, calibrated: bool = True) -> xr.Dataset:
+    def summarize(self, flux, snr, n: int = 4096, seed: int = 0, keys=None, calibrated: bool = True, keep: int = 0) -> xr.Dataset:
         """MAP, quantiles, f_reject and flag_extrapolated per spectrum (see the module docstring). With a calibration
         fitted for the model (`cinn.calibration`, model_dir/calibration.json) and `calibrated`, the quantiles are
-        rescaled around their median by it (the MAP and f_reject are not)."""
+        rescaled around their median by it (the MAP and f_reject are not).
+
+        keep: also return the first `keep` of the n draws of each spectrum, `samples(dim, draw, label)` (all of them, the
+        ones outside the training bounds too), and `samples_in_bounds(dim, draw)` (the draws the quantiles are computed
+        from); calibrated like the quantiles (scaled around the median of the in-bounds draws), so that with keep = n the
+        quantiles of the in-bounds kept draws are the quantiles returned."""
         values, s, k, dim = self._inputs(flux, snr, keys)
         n = _check_n(n)
+        keep = int(keep)
+        if not 0 <= keep <= n:
+            raise GridError(f"keep (draws kept per spectrum) must lie in 0..n={n}, got {keep}")
         S, d = values.shape[0], len(self.label_names)
+        kept = np.full((S, keep, d), np.nan) if keep else None
+        kept_in = np.zeros((S, keep), dtype=bool) if keep else None
         maps = np.full((S, d), np.nan)
         quants = np.full((S, d, len(QUANTILES)), np.nan)
         f_reject = np.zeros(S)
@@ -283,9 +311,20 @@ class Posterior:
             maps[lo:hi] = self.map_estimate(phys, lq)
             for j in np.flatnonzero(inside.any(axis=1)):
                 quants[lo + j] = np.quantile(phys[j][inside[j]], QUANTILES, axis=0).T
+            if keep:
+                kept[lo:hi], kept_in[lo:hi] = phys[:, :keep], inside[:, :keep]
         if calibrated and self.calibration is not None:
+            if keep:  # around the median of the in-bounds draws (the quantiles' median); the draws' own where none is in bounds
+                med = quants[:, :, QUANTILES.index(0.5)]
+                med = np.where(np.isfinite(med), med, np.median(kept, axis=1))
+                kept = med[:, None, :] + self.calibration.factors(s)[:, None, :] * (kept - med[:, None, :])
             quants = self.calibration.apply(quants, s, QUANTILES.index(0.5))
-        return self._dataset(maps, quants, f_reject, dim, flux)
+        out = self._dataset(maps, quants, f_reject, dim, flux)
+        if keep:
+            out = out.assign_coords(sample_coords(self.label_names, keep))
+            out["samples"] = ((dim, "draw", "label"), kept, dict(SAMPLES_ATTRS))
+            out["samples_in_bounds"] = ((dim, "draw"), kept_in, dict(SAMPLES_IN_BOUNDS_ATTRS))
+        return out
 
     def _dataset(self, maps, quants, f_reject, dim, flux) -> xr.Dataset:
         coords = {"quantile": ("quantile", np.array(QUANTILES), {"long_name": "posterior quantile"})}
@@ -301,13 +340,50 @@ class Posterior:
         return xr.Dataset(data, coords=coords, attrs={"model_id": self.model_id})
 
 
+#: attrs of kept posterior draws (`summarize(keep=)`, a catalog's `samples`): per-label units in the coordinate label_units
+SAMPLES_ATTRS = {"long_name": "posterior draws (the first of each star's draws; calibrated when the quantiles are)",
+                 "units": "those of each label: see the coordinate label_units"}
+SAMPLES_IN_BOUNDS_ATTRS = {"long_name": "posterior draw inside the training label bounds (the draws the quantiles are computed from)",
+                           "units": "1"}
+
+
+def sample_coords(label_names, n_draws: int) -> dict:
+    """Coordinates of labelled draws: label (names), label_units(label), label_long_name(label), draw (0..n_draws-1)."""
+    names = [str(x) for x in label_names]
+    return {"label": ("label", np.array(names), {"long_name": "label", "units": "1"}),
+            "label_units": ("label", np.array([label_attrs(x)["units"] for x in names]), {"long_name": "units of the label", "units": "1"}),
+            "label_long_name": ("label", np.array([label_attrs(x)["long_name"] for x in names]), {"long_name": "long name of the label", "units": "1"}),
+            "draw": ("draw", np.arange(int(n_draws)), {"long_name": "posterior draw", "units": "1"})}
+
+
+def snr_outside(snr: np.ndarray, snr_range) -> np.ndarray:
+    """bool per S/N: finite and outside the model's training range `snr_range` (all False when it is unknown)."""
+    s = np.asarray(snr, dtype=np.float64)
+    if snr_range is None:
+        return np.zeros(s.shape, dtype=bool)
+    lo, hi = snr_range
+    return np.isfinite(s) & ((s < lo * (1 - 1e-9)) | (s > hi * (1 + 1e-9)))
+
+
+def _prior_width68(meta: dict, names, bounds: np.ndarray) -> tuple[np.ndarray, str]:
+    """(d,) p84 - p16 of each label over the training split (model.json `label_quantiles`, recorded by `cinn.train`);
+    for models written before it was recorded, 0.68 x the bound range (the width of a uniform prior on the bounds)."""
+    rec = meta.get("label_quantiles") or {}
+    levels, values = [float(v) for v in rec.get("levels", [])], rec.get("values") or {}
+    hits = [[i for i, q in enumerate(levels) if abs(q - want) < 1e-9] for want in (0.16, 0.84)]
+    if all(hits) and all(n in values for n in names):
+        i16, i84 = hits[0][0], hits[1][0]
+        return np.array([float(values[n][i84]) - float(values[n][i16]) for n in names]), "training split quantiles (model.json label_quantiles)"
+    return 0.68 * (bounds[:, 1] - bounds[:, 0]), "0.68 x training bounds (uniform prior; model.json records no label_quantiles)"
+
+
 def snr_outside_training(snr: np.ndarray, snr_range) -> str | None:
     """A warning text when some S/N lie outside the model's training range (None when all inside or unknown)."""
     if snr_range is None:
         return None
     s = np.asarray(snr, dtype=np.float64)
     lo, hi = snr_range
-    out = np.isfinite(s) & ((s < lo * (1 - 1e-9)) | (s > hi * (1 + 1e-9)))
+    out = snr_outside(s, snr_range)
     if not out.any():
         return None
     return (f"{int(out.sum())} of {s.size} spectra have S/N outside the model's training range {lo:g}-{hi:g} per Angstrom "
@@ -373,4 +449,4 @@ def reference_summarize(post: Posterior, flux, snr, n: int = 4096, seed: int = 0
     return (maps, lqs, idx) if return_index else (maps, lqs)
 
 
-__all__ = ["Posterior", "load", "QUANTILES", "SAMPLE_BLOCK", "map_index", "reference_summarize", "snr_outside_training"]
+__all__ = ["Posterior", "load", "QUANTILES", "SAMPLE_BLOCK", "map_index", "reference_summarize", "snr_outside_training", "snr_outside"]

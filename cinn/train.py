@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from catalogs.schema import QUANTILES
 from gridkit.errors import ConfigError, GridkitError, StoreError
 from gridkit.files import atomic_output, check_output, jsonable
 from gridkit.store import reading
@@ -33,7 +34,7 @@ from .config import CINNConfig, as_config
 from .data import (CubeStream, flux_digest, flux_digest_lazy, inverse_snr2_loguniform, logsnr_moments, make_loader, model_digests,
                    open_training_store, split_digest, split_models, write_split)
 from .model import CINN
-from .transforms import LabelTransform, flux_statistics
+from .transforms import LabelTransform, flux_basis, flux_statistics
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "train_nll", "train_reverse", "val_nll", "val_reverse", "skipped", "seconds")
 
@@ -97,6 +98,10 @@ class Trainer:
         train_labels = st.labels[self.pos["train"]]
         self.ltf = LabelTransform.fit(train_labels, cfg.labels, cfg.log_labels, cfg.log_floor)
         self.bounds = {n: [float(train_labels[:, i].min()), float(train_labels[:, i].max())] for i, n in enumerate(cfg.labels)}
+        #: the training split's label quantiles (the prior the network learnt): the reference width of a catalog's
+        #: <label>_unconstrained flag (cinn.survey.summarize_rows)
+        self.label_quantiles = {"levels": list(QUANTILES),
+                                "values": {n: [float(v) for v in np.quantile(train_labels[:, i], QUANTILES)] for i, n in enumerate(cfg.labels)}}
         self.targets = self.ltf.forward(st.labels).astype(np.float32)
         # one pass over the store: the training split's statistics, every value of the store checked finite (a NaN
         # anywhere is a GridError naming models and pixels, before anything is written) and the flux's content digest
@@ -112,7 +117,14 @@ class Trainer:
                                                                         check=st.flux, also=(flux_digest_lazy(st.flux),), what=what)
         self.logsnr = logsnr_moments(st, cfg.snr_range)
         self.device = resolve_device(cfg.device)
-        self.model = CINN(cfg, st.wavelength.size).to(self.device)
+        if cfg.flux_components > min(self.pos["train"].size, st.wavelength.size):
+            raise ConfigError(f"flux_components ({cfg.flux_components}) must not exceed the number of training models "
+                              f"({self.pos['train'].size}) nor pixels ({st.wavelength.size})")
+        self.model = CINN(cfg, st.wavelength.size)
+        if cfg.flux_components:
+            base = st.flux if st.flux.ndim == 2 else st.flux.isel(snr=int(np.argmax(st.snr)))  # the least noisy copy
+            self.model.set_flux_basis(flux_basis(base.isel(model=self.pos["train"]), self.flux_mean, self.flux_std, cfg.flux_components))
+        self.model = self.model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.data_hash = data_hash(st, flux_digest(blocks, st.flux))
 
@@ -288,6 +300,7 @@ class Trainer:
             "label_transform": self.ltf.to_json(),
             "input_scaler": {"logsnr_mean": self.logsnr[0], "logsnr_std": self.logsnr[1], "snr_convention": "per_angstrom"},
             "bounds": self.bounds,
+            "label_quantiles": self.label_quantiles,
             # S/N per Angstrom the network saw: the stored copies, or the range of the dynamic noise
             "snr_range": ([float(np.min(st.snr)), float(np.max(st.snr))] if st.mode == "stored" else [float(v) for v in cfg.snr_range]),
             "n_wave": int(st.wavelength.size),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gridkit.errors import GridError
+from gridkit.errors import ConfigError, GridError
 
 STD_FLOOR = 1e-6
 
@@ -137,6 +137,27 @@ def flux_statistics(flux, *, noise_var_factor: np.ndarray | float = 0.0, check=N
     var = np.maximum(sq - mean**2, 0.0) + sq * np.asarray(noise_var_factor, dtype=np.float64)
     std = np.maximum(np.sqrt(var), 1e-3)  # a pixel constant across the grid must not blow up
     return (mean.astype(np.float32), std.astype(np.float32), *extra)
+
+
+def flux_basis(flux, flux_mean: np.ndarray, flux_std: np.ndarray, components: int, *, max_models: int = 4096) -> np.ndarray:
+    """(n_wave, components) orthonormal basis of the leading principal components of the standardized flux
+    (model, wavelength) of the training split (its first `max_models` models: the basis of a large grid converges long
+    before). From the eigenvectors of the (models x models) Gram matrix, so the memory is max_models x n_wave, not
+    n_wave x n_wave; each vector's sign fixed (largest coefficient positive) so the basis is deterministic."""
+    x = np.asarray(_dask(flux)[:max_models].compute(), dtype=np.float64)
+    x = (x - np.asarray(flux_mean, dtype=np.float64)) / np.asarray(flux_std, dtype=np.float64)
+    if components > min(x.shape):
+        raise ConfigError(f"flux_components ({components}) must not exceed the number of training models ({x.shape[0]}) "
+                          f"nor pixels ({x.shape[1]})")
+    gram = x @ x.T
+    values, vectors = np.linalg.eigh(gram)  # ascending
+    order = np.argsort(values)[::-1][:components]
+    values, vectors = values[order], vectors[:, order]
+    if not np.all(values > 1e-12 * values[0]):
+        raise ConfigError(f"the training flux spans fewer than {components} independent components: lower flux_components")
+    basis = (x.T @ vectors) / np.sqrt(values)  # unit columns: x^T u / sigma
+    signs = np.sign(basis[np.argmax(np.abs(basis), axis=0), np.arange(components)])
+    return (basis * signs).astype(np.float32)
 
 
 def _dask(flux):

@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .files import check_output, jsonable
 
 #: files the demo writes in its folder besides the stores and folders of `run_demo`
-DEMO_FILES = ("summary.json", "query.fits", "catalog.csv")
+DEMO_FILES = ("summary.json", "query.fits", "catalog.csv", "catalog.csv-metadata.json")
 
 #: a CPU-sized network (the published one is cinn.CINNConfig() with its defaults)
 DEMO_NETWORK = {

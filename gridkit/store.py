@@ -308,9 +308,16 @@ def _existing(path: Path, dim: str, region_size: int, n: int, fingerprint: str, 
     except StoreError:
         raise StoreError(f"output {path} exists and is not a resumable gridkit store; pass overwrite=True (--overwrite) to replace it") from None
     if existing.fingerprint != fingerprint or existing.n != n or existing.dim != dim or existing.region_size != region_size:
+        stored, now = _record(path).get("parameters"), getattr(fingerprint, "parameters", lambda: None)()
+        diffs = _differences(now, stored) if isinstance(stored, Mapping) and now is not None else []
+        if existing.n != n:
+            diffs.append(f"{dim}s: {n} (stored {existing.n})")
+        if existing.region_size != region_size and not any(d.startswith("chunk:") for d in diffs):
+            diffs.append(f"chunk: {region_size} (stored {existing.region_size})")
+        differ = "; ".join(diffs) if diffs else f"fingerprint {existing.fingerprint[:12]} != {fingerprint[:12]}"
         raise StoreError(
-            f"output {path} exists and was made by a different job (fingerprint {existing.fingerprint[:12]} "
-            f"!= {fingerprint[:12]}); refusing to mix. Choose another path or pass overwrite=True (--overwrite)"
+            f"output {path} exists and was made by a different job ({differ}); refusing to mix. "
+            f"Choose another path or pass overwrite=True (--overwrite)"
         )
     return RegionStore(path, dim, region_size, n, fingerprint, final)
 
@@ -353,8 +360,10 @@ def _write_template(path: Path, template: xr.Dataset, dim: str, region_size: int
     try:
         template.to_zarr(path, mode="w-", compute=False, consolidated=False, encoding=enc, zarr_format=3, write_empty_chunks=True)
         group = zarr.open_group(str(path / RECORD_GROUP), mode="w", zarr_format=3)
-        group.attrs.update({"dim": dim, "region_size": int(region_size), "n": n, "fingerprint": fingerprint, "created": _now(),
+        group.attrs.update({"dim": dim, "region_size": int(region_size), "n": n, "fingerprint": str(fingerprint), "created": _now(),
                             "version": RECORD_VERSION, "template": _dataset_digest(eager)})
+        if isinstance(fingerprint, Fingerprint):  # the parameters beside their digest: a refused rerun names those that differ
+            group.attrs["parameters"] = fingerprint.parameters()
     except BaseException:
         _remove(path)  # nothing half-written stays behind
         raise
@@ -425,8 +434,9 @@ def missing_chunks(path) -> list[str]:
     for name, arr in _arrays(path):
         if arr.ndim == 0 or arr.size == 0:
             continue
-        grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks)]
-        first = arr.chunks[0]
+        files = arr.shards or arr.chunks  # a sharded array has one file per shard
+        grid = [range(-(-s // c)) for s, c in zip(arr.shape, files)]
+        first = files[0]
         along = (getattr(arr.metadata, "dimension_names", None) or (None,))[0] == rs.dim
         rows = sorted({k for sl in written for k in range(sl.start // first, -(-sl.stop // first))}) if along else grid[0]
         for coords in _product([rows, *grid[1:]]):
@@ -451,9 +461,10 @@ def corrupt_chunks(path, variables: Iterable[str] | None = None, rows: slice | N
     for name, arr in _arrays(path):
         if (want is not None and name not in want) or arr.ndim == 0 or arr.size == 0:
             continue
-        grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks)]
+        files = arr.shards or arr.chunks  # blocks are shards when sharded
+        grid = [range(-(-s // c)) for s, c in zip(arr.shape, files)]
         if rows is not None:
-            grid[0] = range(rows.start // arr.chunks[0], -(-rows.stop // arr.chunks[0]))
+            grid[0] = range(rows.start // files[0], -(-rows.stop // files[0]))
         for coords in _product(grid):
             try:
                 arr.get_block_selection(coords)
@@ -491,8 +502,97 @@ def _remove(path: Path) -> None:
 
 
 def fingerprint(*parts) -> str:
-    """A stable hash of JSON-able job parameters."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    """A stable hash of JSON-able job parameters (a `Fingerprint`: it keeps `parts`, which the store records)."""
+    fp = Fingerprint(hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest())
+    fp.parts = parts
+    return fp
+
+
+class Fingerprint(str):
+    """The hex digest of a job's parameters that remembers them (`parts`), so that a store records them beside the
+    digest and a refused rerun names the parameters that differ (`parameters`, `_differences`)."""
+
+    parts: tuple = ()
+
+    def parameters(self) -> dict:
+        return job_parameters(self.parts)
+
+
+#: names of the positional parameters of each job's fingerprint (after its name); None: a dict of named ones
+PART_NAMES = {
+    "degrade": ("input", None, "chunk"),
+    "ingest": ("spectrum files", "labels", "chunk"),
+    "synth": ("backend", "recipe", "wavelength grid", "label values", "labels", "chunk"),
+    "synth-prior": (None,),
+    "fourmostify": ("stars", None, None, "chunk"),
+    "infer": ("model", "labels", "survey", "samples", "seed", "chunk", "missing"),
+    "write_catalog": ("dim", "chunk", "stars", "template", "variables"),
+    "write_dataset": ("dim", "chunk"),
+    "mock_survey": ("cube", "snr", "split", "model", "models", "seed", "id prefix"),
+    "merge-grids": ("grids",),
+    "merge": ("catalogs", "on duplicate"),
+}
+_LONG = 1024  # a recorded value longer than this (JSON characters) is recorded as its digest
+
+
+def job_parameters(parts) -> dict:
+    """{name: JSON value} of a fingerprint's parts: positional parts named by `PART_NAMES` of the job (the string
+    part naming it), a dict part by its keys, a leading fingerprint (a job extended) by its own; others `part N`.
+    A long value (file lists, per-star plans) is kept as its `sha256:` digest."""
+    flat = list(parts)
+    while flat and isinstance(flat[0], Fingerprint) and flat[0].parts:  # fingerprint(fp, more): fp's parameters, then more
+        flat = [*flat[0].parts, _END, *flat[1:]]
+    out: dict = {}
+    names: list = []
+
+    def put(name, value):
+        value = _finite(json.loads(json.dumps(value, sort_keys=True, default=str)))
+        text = json.dumps(value, sort_keys=True)
+        out[name if name not in out else f"{name} ({len(out)})"] = value if len(text) <= _LONG else "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    for k, part in enumerate(flat):
+        if part is _END:
+            names = []
+            continue
+        if not names and isinstance(part, str) and part in PART_NAMES:
+            names = list(PART_NAMES[part])
+            continue
+        name = names.pop(0) if names else f"part {k}"
+        if name is None or (isinstance(part, Mapping) and name.startswith("part ")):
+            if isinstance(part, Mapping):
+                for key, value in part.items():
+                    put(str(key), value)
+                continue
+            name = f"part {k}"
+        put(name, part)
+    return out
+
+
+_END = object()
+
+
+def _finite(value):
+    """A JSON value with inf/nan as strings (the record is strict JSON)."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def _show(value, width: int = 60) -> str:
+    if isinstance(value, str) and value.startswith("sha256:"):
+        return value[:19]  # a long value's digest: its first 12 hex digits
+    text = "none" if value is _END else json.dumps(value, sort_keys=True)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _differences(now: Mapping, stored: Mapping) -> list[str]:
+    """'name: new (stored old)' of every parameter that differs."""
+    return [f"{name}: {_show(now.get(name, _END))} (stored {_show(stored.get(name, _END))})"
+            for name in [*now, *(k for k in stored if k not in now)] if now.get(name, _END) != stored.get(name, _END)]
 
 
 # ---------------------------------------------------------------------------------------------- the regions

@@ -131,6 +131,12 @@ def resimulate(generator, labels: np.ndarray, label_names: Sequence[str], attrs:
             flux[i] = generator.synthesize(d)
         except SynthesisSkipped:
             ok[i] = False
+    wavelength = np.asarray(wavelength, dtype=float)
+    if ("instrument" not in attrs and "degrade_steps" not in attrs and wl_gen.shape == wavelength.shape
+            and np.allclose(wl_gen, wavelength, rtol=1e-9, atol=0)):
+        out = flux.astype(np.float64)  # a grid of the generator's own spectra (noise added, no degradation): nothing to repeat
+        out[~ok] = np.nan
+        return out
     lab = {n: labels[:, j] for j, n in enumerate(names)}
     if "vbroad" in lab:
         lab["vbroad"] = np.maximum(np.nan_to_num(lab["vbroad"], nan=0.0), 0.0)

@@ -713,13 +713,17 @@ def evaluate(
 
 
 def fit_interval_calibration(model_dir, cube_path, *, split: str = "validation", samples: int = 1024, seed: int = 0, snr=None,
-                             max_spectra: int | None = None, write: bool = True):
+                             max_spectra: int | None = None, write: bool = True, overwrite: bool = False):
     """Fit the model's interval calibration (`cinn.calibration`) on the spectra of `split` (default: the validation
     split: held out from the weights, it only chose the epoch; the test split stays untouched for evaluation) in a
     noisy cube `cube_path` (its models matched by id and labels), at every S/N of the cube (or `snr`); with `write`,
-    store it in the model directory, where `cinn.load`, `gridkit infer` and `gridkit evaluate` pick it up."""
+    store it in the model directory, where `cinn.load`, `gridkit infer` and `gridkit evaluate` pick it up (an
+    existing one is replaced only with `overwrite`)."""
     from cinn import calibration
     from cinn.posterior import load
+
+    if write and not overwrite and (Path(model_dir) / calibration.FILE).exists():
+        raise ConfigError(f"{Path(model_dir) / calibration.FILE} exists: pass overwrite=True (--overwrite) to fit it again")
 
     post = load(model_dir)
     cube = _open_cube(post, Path(cube_path))

@@ -1,7 +1,20 @@
-"""Options shared by several subcommands."""
+"""Options shared by several subcommands: one grammar for every command (README, "Command line").
+
+    --out PATH          every output (file, store or directory)
+    --chunk N           items (models or stars) per task and per Zarr chunk
+    --workers / --threads-per-worker / --scheduler      where the tasks run (commands whose work is split in tasks)
+    --seed N            every random draw (commands that draw)
+    --overwrite         replace an existing output (staged: the old one stays until the new one is whole)
+    --no-progress       no progress bar
+    --device DEVICE     torch device: auto (CUDA when available), cpu, cuda, cuda:N (commands that run the network)
+
+Old spellings stay for one release as hidden options that print a deprecation note on stderr (`add_deprecated`).
+"""
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 
 
 def add_cluster_options(parser: argparse.ArgumentParser, default_workers: int | str) -> None:
@@ -40,3 +53,58 @@ def floats(text: str) -> list[float]:
 
 def names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling of an option, kept for one release: hidden from --help, it stores into the new option's
+    `dest` and says on stderr which spelling replaces it."""
+
+    def __init__(self, option_strings, dest, new, nargs=None, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, nargs=nargs, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        deprecated(option_string, self.new)
+        setattr(namespace, self.dest, values)
+
+
+def deprecated(old: str, new: str) -> None:
+    """The note an old spelling prints (stderr; the command goes on)."""
+    print(f"gridkit: DeprecationWarning: {old} is deprecated and goes in the next release; use {new}", file=sys.stderr)
+
+
+def add_deprecated(parser, *old: str, dest: str, new: str, **kwargs) -> None:
+    """Old option strings `old` for the option `new` (its `dest`); `kwargs`: its type/nargs."""
+    parser.add_argument(*old, dest=dest, action=_Deprecated, new=new, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+
+def add_chunk(parser, items: str, default, old: tuple[str, ...] = ()) -> None:
+    """--chunk N: `items` per task and per Zarr chunk; `old`: deprecated spellings of the command."""
+    shown = default if isinstance(default, str) else f"{default}"
+    parser.add_argument("--chunk", type=int, default=None if isinstance(default, str) else default,
+                        help=f"{items} per task and per Zarr chunk (default: {shown})")
+    if old:
+        add_deprecated(parser, *old, dest="chunk", new="--chunk", type=int)
+
+
+def add_seed(parser, what: str = "random draws") -> None:
+    parser.add_argument("--seed", type=int, default=0, help=f"seed of the {what} (default 0)")
+
+
+def add_progress(parser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?$")
+
+
+def device(text: str) -> str:
+    if not DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: auto, cpu, cuda, cuda:N or mps")
+    return text
+
+
+def add_device(parser, default: str | None = "auto", help_default: str = "auto") -> None:
+    """--device: the torch device of the network (`default` None: the config's, shown as `help_default`)."""
+    parser.add_argument("--device", type=device, default=default, metavar="{auto,cpu,cuda,cuda:N}",
+                        help=f"torch device: auto (CUDA when available), cpu, cuda, cuda:N (default: {help_default})")

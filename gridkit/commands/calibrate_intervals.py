@@ -20,6 +20,7 @@ def register(sub):
     p.add_argument("--snr", type=floats, default=None, help="S/N values of the cube to use (default all)")
     p.add_argument("--max-spectra", type=int, default=None, help="use the first N models of the split only")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace the model's existing calibration")
     p.set_defaults(func=_run)
 
 
@@ -27,7 +28,7 @@ def _run(args):
     from cinn.evaluate.report import fit_interval_calibration
 
     cal = fit_interval_calibration(args.model_dir, args.cube, split=args.split, samples=args.samples, seed=args.seed, snr=args.snr,
-                                   max_spectra=args.max_spectra)
+                                   max_spectra=args.max_spectra, overwrite=args.overwrite)
     print(f"interval calibration of model {cal.model_id} from {cal.source}: scale factor of the 68 % interval per label and S/N")
     print("label     " + "".join(f"{f'S/N {s:g}':>10s}" for s in cal.snr))
     for j, lab in enumerate(cal.labels):

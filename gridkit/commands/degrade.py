@@ -1,7 +1,14 @@
 """`gridkit degrade`: a base grid to a training cube with the published chain (see gridkit.degrade)."""
 from __future__ import annotations
 
-from ._common import add_cluster_options, add_overwrite, floats
+from ._common import (
+    add_chunk,
+    add_cluster_options,
+    add_overwrite,
+    add_progress,
+    add_seed,
+    floats,
+)
 
 
 def register(sub):
@@ -23,10 +30,10 @@ def register(sub):
     parser.add_argument("--normalise", choices=("none", "continuum"), default="none",
                         help="continuum: apply the continuum operator (gridkit.kernels.continuum) on the instrument's pixels, as "
                              "`gridkit fourmostify --normalise continuum` does to observed spectra (default none: the grid's own)")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (noise is a function of seed, model id and S/N)")
+    add_seed(parser, "noise (a function of seed, model id and S/N)")
     parser.add_argument("--input-resolving-power", type=float, default=None, help="resolving power of the input (default: its attrs, inf)")
-    parser.add_argument("--region-size", type=int, default=16, help="models per chunk and per task (default 16)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_chunk(parser, "models", 16, old=("--region-size",))
+    add_progress(parser)
     add_cluster_options(parser, default_workers="auto")
     add_overwrite(parser)
     parser.set_defaults(func=_run)
@@ -39,7 +46,7 @@ def _run(args):
     with client_from_args(args) as client:
         out = degrade_store(
             args.input, args.out, args.instrument, args.arms, None if args.no_noise else args.snr, seed=args.seed,
-            snr_convention=PER_PIXEL if args.snr_per_pixel else PER_ANGSTROM, region_size=args.region_size, client=client,
+            snr_convention=PER_PIXEL if args.snr_per_pixel else PER_ANGSTROM, region_size=args.chunk, client=client,
             overwrite=args.overwrite, progress=not args.no_progress, input_resolving_power=args.input_resolving_power,
             normalise=args.normalise,
         )

@@ -3,10 +3,10 @@ and `gridkit evaluate bias`: the Eq. B.1 bias calibration of a catalog against r
 (catalogs.bias.fit_bias_calibration), stored for `gridkit catalog calibrate`."""
 from __future__ import annotations
 
-from ._common import floats, names
+from ._common import add_deprecated, add_device, add_progress, add_seed, floats, names
 
 USAGE = """gridkit evaluate MODEL_DIR CUBE --out REPORT_DIR [options]
-       gridkit evaluate bias CATALOG REFERENCE --out CAL.json [--name NAME] [--labels teff,logg,feh]"""
+       gridkit evaluate bias CATALOG REFERENCE --out CAL.json [--name NAME] [--label-names teff,logg,feh]"""
 
 
 def register(sub):
@@ -34,12 +34,14 @@ def register(sub):
     ev.add_argument("--ppc", type=int, default=0, metavar="N", help="posterior predictive check on N spectra (default 0: off)")
     ev.add_argument("--ppc-draws", type=int, default=16, help="posterior draws re-simulated per PPC spectrum (default 16)")
     ev.add_argument("--saliency-spectra", type=int, default=64, help="spectra of the saliency median (default 64; 0: no saliency)")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    ev.add_argument("--no-progress", action="store_true")
+    add_seed(ev, "posterior draws")
+    add_device(ev)
+    ev.add_argument("--no-calibration", action="store_true", help="evaluate the raw network, without the model's interval calibration")
+    add_progress(ev)
     bi = parser.add_argument_group("bias")
     bi.add_argument("--name", default=None, help="calibration name (default: the --out file's stem, or 'bias')")
-    bi.add_argument("--labels", type=names, default=None, help="labels to calibrate (default: every label in both tables)")
+    bi.add_argument("--label-names", type=names, default=None, help="comma-separated labels to calibrate (default: every label in both tables)")
+    add_deprecated(bi, "--labels", dest="label_names", new="--label-names", type=names)
     bi.add_argument("--reference-columns", default=None, help="label=column pairs, e.g. feh=fe_h,teff=teff (default: the Gaia benchmark table's)")
     bi.add_argument("--catalog-id", default="star_id", help="id column of the catalog (default star_id)")
     bi.add_argument("--reference-ids", type=names, default=None, help="id columns of the reference tried in turn (default hip,hd,source_id_gaiadr3,tmass_id,star_id,id,name)")
@@ -61,6 +63,7 @@ def _run(args):
 
 def _evaluate(args, model_dir, cube):
     from cinn.evaluate.report import evaluate
+    from cinn.train import resolve_device
 
     from ..errors import ConfigError
 
@@ -68,8 +71,8 @@ def _evaluate(args, model_dir, cube):
         raise ConfigError(f"--saliency-spectra must be >= 0, got {args.saliency_spectra}")
     written = evaluate(model_dir, cube, args.out, samples=args.samples, split=args.split, snr=args.snr, seed=args.seed,
                        max_spectra=args.max_spectra, figure_snr=args.snr_figure, saliency=args.saliency_spectra > 0,
-                       saliency_spectra=max(args.saliency_spectra, 1), ppc=args.ppc, ppc_draws=args.ppc_draws, device=args.device,
-                       progress=not args.no_progress)
+                       saliency_spectra=max(args.saliency_spectra, 1), ppc=args.ppc, ppc_draws=args.ppc_draws, device=str(resolve_device(args.device)),
+                       progress=not args.no_progress, calibrated=not args.no_calibration)
     print(f"wrote {len(written)} files to {args.out}; see {written['summary_md']}")
     return 0
 
@@ -89,12 +92,12 @@ def _bias(args, catalog, reference):
             raise ConfigError(f"--reference-columns must be label=column pairs, got {args.reference_columns!r}") from None
     out = Path(args.out)
     name = args.name or (out.stem if out.suffix == ".json" else "bias")
-    cal = fit_bias_calibration(catalog, reference, name=name, labels=args.labels, reference_columns=refcols,
+    cal = fit_bias_calibration(catalog, reference, name=name, labels=args.label_names, reference_columns=refcols,
                                catalog_id=args.catalog_id, reference_ids=args.reference_ids, reference_name=str(reference))
     path = write_calibration(cal, out, overwrite=args.overwrite)
     print(f"Eq. B.1 calibration {cal['name']!r} from {cal['n']} matched stars ({cal['matched_on']}):")
     for lab, fit in cal["fit"].items():
         print(f"  {lab:8s} a = {fit['a']:+.4g} ± {fit['a_err']:.2g} /K   b = {fit['b']:+.4g} ± {fit['b_err']:.2g}   "
               f"rms {fit['rms_before']:.3g} -> {fit['rms_after']:.3g}")
-    print(f"wrote {path}; apply with: gridkit catalog calibrate CATALOG {path}")
+    print(f"wrote {path}; apply with: gridkit catalog calibrate CATALOG --calibration {path} --out CALIBRATED.zarr (or --in-place)")
     return 0

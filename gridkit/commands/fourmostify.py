@@ -2,7 +2,14 @@
 instrument's pixels: masked, in the grid's frame, at rest, continuum-normalised, with their S/N (see docs/observed.md)."""
 from __future__ import annotations
 
-from ._common import add_cluster_options, add_overwrite, names
+from ._common import (
+    add_chunk,
+    add_cluster_options,
+    add_overwrite,
+    add_progress,
+    add_seed,
+    names,
+)
 
 
 def register(sub):
@@ -22,9 +29,9 @@ def register(sub):
     parser.add_argument("--snr", type=float, default=None, help="add noise to reach this S/N (default: no noise; S/N estimated with DER_SNR)")
     parser.add_argument("--input-snr", type=float, default=None, help="S/N of the input (the added noise is the quadrature difference)")
     parser.add_argument("--snr-per-pixel", action="store_true", help="S/N values per pixel instead of per Angstrom")
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed(parser, "added noise")
     parser.add_argument("--star-ids", type=names, default=None, help="comma-separated star ids (default: file names)")
-    parser.add_argument("--region-size", type=int, default=64, help="stars per chunk and per task")
+    add_chunk(parser, "stars", 64, old=("--region-size",))
     parser.add_argument("--report", default=None, help="also write the per-star missing-pixel report to this CSV file")
     prep = parser.add_argument_group("preparation")
     prep.add_argument("--rv", choices=("none", "measure", "header"), default="none",
@@ -40,7 +47,7 @@ def register(sub):
     prep.add_argument("--mask", default=None, help="more intervals to mask, observed frame, A: '6860-6880,7590-7700'")
     prep.add_argument("--stop-on-bad-file", action="store_true", help="refuse the whole set when a file cannot be read (default: leave it out)")
     prep.add_argument("--failures", default=None, help="write the files left out, with their problem, to this CSV file")
-    parser.add_argument("--no-progress", action="store_true")
+    add_progress(parser)
     add_cluster_options(parser, default_workers=0)  # spectra are small: threads of this process
     add_overwrite(parser)
     parser.set_defaults(func=_run)
@@ -82,7 +89,12 @@ def _run(args):
 
     from ..degradation import PER_ANGSTROM, PER_PIXEL
     from ..files import atomic_output, check_output
-    from ..observed import PrepareOptions, format_ranges, fourmostify_store, missing_report
+    from ..observed import (
+        PrepareOptions,
+        format_ranges,
+        fourmostify_store,
+        missing_report,
+    )
     from ._common import client_from_args
 
     spectra = _paths(args.spectra)
@@ -95,7 +107,7 @@ def _run(args):
         out = fourmostify_store(
             spectra, args.out, args.input_resolving_power, instrument=args.instrument, arms=args.arms, snr=args.snr,
             input_snr=args.input_snr, seed=args.seed, snr_convention=PER_PIXEL if args.snr_per_pixel else PER_ANGSTROM,
-            star_ids=args.star_ids, region_size=args.region_size, client=client, overwrite=args.overwrite, progress=not args.no_progress,
+            star_ids=args.star_ids, region_size=args.chunk, client=client, overwrite=args.overwrite, progress=not args.no_progress,
             prepare=prepare, skip_bad_files=not args.stop_on_bad_file,
         )
     survey = xr.open_zarr(out, consolidated=False)

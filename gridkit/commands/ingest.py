@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from ._common import add_overwrite
+from ._common import add_chunk, add_cluster_options, add_overwrite, add_progress
 
 
 def register(sub):
@@ -18,14 +18,20 @@ def register(sub):
     p.add_argument("--format", choices=("turbospectrum", "text", "fits"), default=None, help="spectrum format (default: from the extension)")
     p.add_argument("--medium", choices=("air", "vacuum"), default="air")
     p.add_argument("--resolving-power", type=float, default=math.inf, help="resolving power of the spectra (default: inf, unbroadened)")
+    add_chunk(p, "models", 256)
+    add_progress(p)
     add_overwrite(p)
+    add_cluster_options(p, default_workers=0)
     p.set_defaults(func=_run)
 
 
 def _run(args):
     from ..io import ingest
+    from ._common import client_from_args
 
-    out = ingest(args.spectra, args.labels, args.out, overwrite=args.overwrite, id_column=args.id_column, format=args.format,
-                 medium=args.medium, resolving_power=args.resolving_power)
+    with client_from_args(args) as client:
+        out = ingest(args.spectra, args.labels, args.out, overwrite=args.overwrite, id_column=args.id_column, format=args.format,
+                     medium=args.medium, resolving_power=args.resolving_power, models_per_region=args.chunk,
+                     progress=not args.no_progress, client=client)
     print(f"{out}: base grid written")
     return 0

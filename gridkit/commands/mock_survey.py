@@ -2,7 +2,13 @@
 true labels (`true_<label>`) for evaluation; the test split of `--model` by default, else every model."""
 from __future__ import annotations
 
-from ._common import add_overwrite
+from ._common import (
+    add_chunk,
+    add_cluster_options,
+    add_overwrite,
+    add_progress,
+    add_seed,
+)
 
 
 def register(sub):
@@ -12,16 +18,21 @@ def register(sub):
     p.add_argument("--snr", type=float, default=250.0, help="S/N per Angstrom (must be one of the cube's; default 250)")
     p.add_argument("--model", "--model-dir", dest="model_dir", default=None, help="take the models of this model directory's recorded split")
     p.add_argument("--split", choices=("train", "test", "validation"), default="test", help="which split of --model (default: test)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (noiseless grids only)")
-    p.add_argument("--chunk", type=int, default=None, help="stars per Zarr chunk (default 1024)")
+    add_seed(p, "noise (noiseless grids only)")
+    add_chunk(p, "stars", "1024")
+    add_progress(p)
     add_overwrite(p)
+    add_cluster_options(p, default_workers=0)
     p.set_defaults(func=_run)
 
 
 def _run(args):
     from cinn.survey import mock_survey
 
-    out = mock_survey(args.cube, args.out, snr=args.snr, split=args.split, model_dir=args.model_dir, seed=args.seed,
-                      chunk=args.chunk, overwrite=args.overwrite, progress=True)
+    from ._common import client_from_args
+
+    with client_from_args(args) as client:
+        out = mock_survey(args.cube, args.out, snr=args.snr, split=args.split, model_dir=args.model_dir, seed=args.seed,
+                          chunk=args.chunk, overwrite=args.overwrite, client=client, progress=not args.no_progress)
     print(f"survey written: {out}")
     return 0

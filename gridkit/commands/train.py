@@ -4,6 +4,8 @@ with results identical to an uninterrupted run. See docs/cinn.md.
 """
 from __future__ import annotations
 
+from ._common import add_device, add_progress
+
 
 def register(sub):
     p = sub.add_parser("train", help="train the cINN on a training cube (restartable with --resume)",
@@ -14,15 +16,31 @@ def register(sub):
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (overrides the config; with --resume: the new total)")
     p.add_argument("--batches-per-epoch", type=int, default=None, help="batches per epoch (overrides the config)")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (overrides the config)")
-    p.add_argument("--resume", action="store_true", help="continue from out/checkpoint (identical to an uninterrupted run)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seed", type=int, default=None, help="seed of the batches and the noise drawn in training (overrides the config's seed; default 0)")
+    add_device(p, default=None, help_default="the config's, auto")
+    p.add_argument("--resume", action="store_true", help="continue from out/checkpoint (identical to an uninterrupted run; with "
+                                                         "the checkpoint's config, seed and device)")
+    add_progress(p)
     p.set_defaults(func=_run)
 
 
 def _run(args):
     import cinn
 
-    out = cinn.train(args.cube, args.out, config=args.config, epochs=args.epochs, batches_per_epoch=args.batches_per_epoch,
+    from ..errors import ConfigError
+
+    config = args.config
+    over = {k: v for k, v in {"seed": args.seed, "device": args.device}.items() if v is not None}
+    if over and args.resume:
+        raise ConfigError(f"--resume continues with the checkpoint's config; drop {', '.join('--' + k for k in over)}")
+    if over:  # the config file stays an input: never written into, onto or around
+        from cinn.config import as_config
+
+        from ..files import check_output
+
+        check_output(args.out, [args.cube, args.config], what="out_dir (--out)")
+        config = as_config(args.config).replace(**over)
+    out = cinn.train(args.cube, args.out, config=config, epochs=args.epochs, batches_per_epoch=args.batches_per_epoch,
                      batch_size=args.batch_size, resume=args.resume, progress=not args.no_progress)
     print(f"model written: {out}")
     return 0

@@ -10,8 +10,10 @@ the formula VALD uses and `specutils.utils.wcs_utils.refraction_index(method='Mo
 
 `vac_to_air` divides by n(lambda_vac) exactly as specutils does; `air_to_vac` solves lambda_air * n(lambda_vac)
 = lambda_vac by fixed-point iteration to machine precision (specutils' default 'inversion' scheme evaluates
-n at the air wavelength instead: errors up to 4e-5 A in 3000-10000 A), so the two are inverse to < 1e-8 A. The formula is written out here (three lines) rather than imported: importing specutils costs
-~5 s, and it is not a dependency of the package; the tests check it against specutils where installed.
+n at the air wavelength instead: errors up to 4e-5 A in 3000-10000 A), so the two are inverse to < 1e-8 A. The formula is
+written out here (three lines) rather than imported: importing specutils costs ~5 s per process (it is loaded only for
+the Spectrum1D interchange, `gridkit.io.Spectrum.to_specutils`), and its inversion is the less exact one; the tests
+check ours against specutils.
 In 5000-7000 A, Morton 2000 differs from Edlen 1953 (the IAU 1991 resolution's reference) by < 1.2e-4 A and
 from Ciddor 1996 by < 1e-5 A (measured with specutils' implementations): far below a 4MOST pixel (0.05 A).
 The 4MOST spectra, the line lists and the synthetic grids of this package are in air

@@ -3,6 +3,9 @@
 - `synthesize(labels, backend, out, ...)`: drive any backend through the restartable store writer.
 - `AnalyticSynthesizer`: the built-in, fast, simplified analytic model (tests and demos; not radiative transfer).
 - `sample_labels(n, seed, prior)`, `LabelPrior`: the FGK label prior of the published training set.
+- `Prior` (from YAML: label distributions, populations; configs/priors/), `synthesize_prior(prior, n, seed, backend,
+  out)`: a grid drawn from a prior that a rerun with a larger n grows (gridkit.synth.grow); `merge_grids(grids, out)`:
+  grids made in pieces into one.
 - `BACKENDS` / `get_backend(name, **options)`: 'analytic' and 'turbospectrum' (imported lazily).
 - `parse_ranges(ranges)`, `ARMS`, `DEFAULT_RANGES`, `DEFAULT_STEP`: the wavelength ranges both backends compute.
 - `drop_failed(ds)`, `model_failures(path)`: models that were skipped or failed.
@@ -16,7 +19,9 @@ from ..errors import ConfigError
 from .analytic import AnalyticSynthesizer
 from .api import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, SynthesisReport, drop_failed, model_failures, synthesize
 from .base import SynthesisSkipped, Synthesizer
-from .prior import LabelPrior, sample_labels
+from .grow import draw_labels, synthesize_prior
+from .merge import merge_grids
+from .prior import LabelPrior, Prior, sample_labels
 from .ranges import ARMS, DEFAULT_RANGES, DEFAULT_STEP, parse_ranges
 
 
@@ -56,5 +61,5 @@ def get_backend(name: str, **options) -> Synthesizer:
 __all__ = [
     "synthesize", "AnalyticSynthesizer", "LabelPrior", "sample_labels", "BACKENDS", "get_backend", "drop_failed",
     "model_failures", "SynthesisReport", "SynthesisSkipped", "Synthesizer", "STATUS_OK", "STATUS_SKIPPED", "STATUS_FAILED",
-    "ARMS", "DEFAULT_RANGES", "DEFAULT_STEP", "parse_ranges",
+    "ARMS", "DEFAULT_RANGES", "DEFAULT_STEP", "parse_ranges", "Prior", "synthesize_prior", "draw_labels", "merge_grids",
 ]

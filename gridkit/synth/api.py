@@ -41,6 +41,7 @@ class SynthesisReport:
     n_models: int
     resumed: bool
     not_ok: dict[int, str] = field(default_factory=dict)
+    grown_from: int | None = None  # synthesize_prior: the number of models the store had when it grew
 
     @property
     def n_ok(self) -> int:
@@ -50,16 +51,22 @@ class SynthesisReport:
 class _SynthRegion:
     """make_region for the store writer: synthesize the models of one region (picklable)."""
 
-    def __init__(self, backend: Synthesizer, labels: dict[str, np.ndarray], model_ids: np.ndarray, n_wave: int, on_model_error: str, path: str):
+    def __init__(self, backend: Synthesizer, labels: dict[str, np.ndarray], model_ids: np.ndarray, n_wave: int, on_model_error: str, path: str,
+                 kept: Mapping[int, int] | None = None):
         self.backend, self.labels, self.model_ids = backend, labels, model_ids
         self.n_wave, self.on_model_error, self.path = n_wave, on_model_error, path
+        self.kept = {int(k): int(v) for k, v in (kept or {}).items()}  # region -> its models below this index are in the store already
 
     def __call__(self, i: int, sl: slice) -> xr.Dataset:
         n = sl.stop - sl.start
         flux = np.full((n, self.n_wave), np.nan, dtype=np.float32)
         status = np.zeros(n, dtype=np.int8)
         reasons: dict[str, str] = {}
-        for k, m in enumerate(range(sl.start, sl.stop)):
+        start = sl.start
+        if i in self.kept:  # a grown grid: the models of this region written before it grew are read back, not recomputed
+            start = min(self.kept[i], sl.stop)
+            flux[: start - sl.start], status[: start - sl.start], reasons = _read_rows(Path(self.path), i, slice(sl.start, start), self.model_ids)
+        for k, m in enumerate(range(start, sl.stop), start=start - sl.start):
             labels = {name: float(values[m]) for name, values in self.labels.items()}
             try:
                 f = np.asarray(self.backend.synthesize(labels), dtype=np.float32)
@@ -76,6 +83,18 @@ class _SynthRegion:
                 status[k], reasons[str(self.model_ids[m])] = STATUS_FAILED, f"failed: {type(exc).__name__}: {exc}"
         _write_reasons(Path(self.path), i, reasons)
         return xr.Dataset({"flux": ((MODEL, WAVELENGTH), flux), "status": ((MODEL,), status)}, coords={MODEL: self.model_ids[sl]})
+
+
+def _read_rows(path: Path, region: int, rows: slice, model_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """flux, status and the reasons of the models `rows` of region `region`, as the store at `path` holds them."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    flux, status = np.asarray(group["flux"][rows], dtype=np.float32), np.asarray(group["status"][rows], dtype=np.int8)
+    file = path / _store.RECORD_GROUP / MODELS_FOLDER / f"{region:08d}.json"
+    old = json.loads(file.read_text()) if file.exists() else {}
+    ids = {str(m) for m in model_ids[rows]}
+    return flux, status, {k: v for k, v in old.items() if k in ids}
 
 
 def _write_reasons(path: Path, region: int, reasons: Mapping[str, str]) -> None:
@@ -149,12 +168,30 @@ def synthesize(
     syn = _resolve_backend(backend)
     wl = check_wavelength(syn.wavelength(), name=f"wavelength of backend {syn.name!r}")
     prov = syn.provenance()
-    medium = prov.get("medium", "air")
     out = Path(out)
 
+    region = int(min(models_per_region, n))
+    template = _template(lab, model_ids, syn, wl, prov, region, attrs)
+    import hashlib
+
+    label_hash = hashlib.sha256(b"".join(lab[k].tobytes() for k in sorted(lab)) + model_ids.tobytes()).hexdigest()
+    fp = _store.fingerprint("synth", syn.name, prov, hashlib.sha256(wl.tobytes()).hexdigest(), label_hash, sorted(lab), region)
+    rstore, resumed = _store.create(out, template, dim=MODEL, region_size=region, fingerprint=fp, overwrite=overwrite, inputs=inputs)
+    maker = _SynthRegion(syn, lab, model_ids, wl.size, on_model_error, str(rstore.path))  # where it is written (aside, when overwriting)
+    failures = _store.write_regions(rstore, maker, client=client, on_error="record" if on_model_error == "record" else "raise",
+                                    progress=progress, desc=f"synth ({syn.name})")
+    if failures:
+        first = next(iter(failures.items()))
+        raise StoreError(f"{len(failures)} region(s) of {out} could not be written (region {first[0]}: {first[1]}); rerun the same command to resume")
+    return SynthesisReport(out, n, resumed, model_failures(out))
+
+
+def _template(lab: Mapping[str, np.ndarray], model_ids: np.ndarray, syn, wl: np.ndarray, prov: dict, region: int, attrs: Mapping | None) -> xr.Dataset:
+    """The base-grid template: lazy flux and status along `model` in chunks of `region`, the labels in memory."""
     import dask.array as da
 
-    region = int(min(models_per_region, n))
+    n = model_ids.size
+    medium = prov.get("medium", "air")
     template = xr.Dataset(
         {
             "flux": ((MODEL, WAVELENGTH), da.zeros((n, wl.size), dtype=np.float32, chunks=(region, wl.size)), dict(FLUX_ATTRS)),
@@ -173,15 +210,4 @@ def synthesize(
         **{k: v for k, v in prov.items() if isinstance(v, (str, int, float)) and k not in ("backend",)},
         **dict(attrs or {}),
     })
-    import hashlib
-
-    label_hash = hashlib.sha256(b"".join(lab[k].tobytes() for k in sorted(lab)) + model_ids.tobytes()).hexdigest()
-    fp = _store.fingerprint("synth", syn.name, prov, hashlib.sha256(wl.tobytes()).hexdigest(), label_hash, sorted(lab), region)
-    rstore, resumed = _store.create(out, template, dim=MODEL, region_size=region, fingerprint=fp, overwrite=overwrite, inputs=inputs)
-    maker = _SynthRegion(syn, lab, model_ids, wl.size, on_model_error, str(rstore.path))  # where it is written (aside, when overwriting)
-    failures = _store.write_regions(rstore, maker, client=client, on_error="record" if on_model_error == "record" else "raise",
-                                    progress=progress, desc=f"synth ({syn.name})")
-    if failures:
-        first = next(iter(failures.items()))
-        raise StoreError(f"{len(failures)} region(s) of {out} could not be written (region {first[0]}: {first[1]}); rerun the same command to resume")
-    return SynthesisReport(out, n, resumed, model_failures(out))
+    return template

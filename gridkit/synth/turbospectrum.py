@@ -284,24 +284,13 @@ class TurbospectrumSynthesizer:
 
 
 def sample_labels_within_coverage(n: int, seed: int = 0, prior=None, synthesizer: TurbospectrumSynthesizer | None = None) -> dict[str, np.ndarray]:
-    """n label sets from the FGK prior (`gridkit.synth.sample_labels`, the published grid's 13 labels) restricted
-    to the MARCS coverage of `synthesizer` (default: a TurbospectrumSynthesizer with default options): the first
-    n covered draws of the (seed, i) sequence, so the result depends only on (n, seed, prior)."""
-    from .prior import sample_labels
+    """n label sets from `prior` (default: the FGK prior of the published grid, `LabelPrior()`; a `Prior`, mapping or
+    file too) restricted to the MARCS coverage of `synthesizer` (default: a TurbospectrumSynthesizer with default
+    options): model i is the first covered draw of the generators (seed, i), (seed, i, 1), (seed, i, 2), ..., so
+    it depends only on (seed, i, prior) (`gridkit.synth.grow.draw_labels`)."""
+    from .grow import draw_labels
 
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ConfigError(f"n (--n-models) must be a positive integer, got {n!r}")
-    syn = synthesizer or TurbospectrumSynthesizer()
-    syn.check()  # missing programs: the error with the install command, before any drawing
-    m = int(n)
-    while True:
-        draws = sample_labels(m, seed, prior)
-        keep = np.flatnonzero(syn.covers(draws))
-        if keep.size >= n:
-            return {k: v[keep[:n]] for k, v in draws.items()}
-        if m > 20 * n + 1000:
-            raise ConfigError(f"the label prior hardly overlaps the MARCS grid: {keep.size} of {m} draws are covered")
-        m = 2 * m
+    return draw_labels(prior, n, seed, synthesizer or TurbospectrumSynthesizer())
 
 
 # -- inputs -----------------------------------------------------------------------------------------

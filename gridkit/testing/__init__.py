@@ -4,6 +4,9 @@
 - `assert_stores_identical(a, b)`: raise AssertionError listing the differences (resume = uninterrupted, a
   refactoring that must not change a byte, ...)
 - `failing_regions(cls, regions)`: a job whose regions fail, to test that a rerun resumes it
+
+Submodules: `observed` (grid spectra observed: RV, continuum, noise, flags), `fourmost_files` (4MOST L1 files),
+`sunlike` (a Sun-like ESO SDP spectrum with known labels), `notebooks` (run and save notebooks/ as CI does).
 """
 from __future__ import annotations
 

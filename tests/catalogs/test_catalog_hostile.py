@@ -45,10 +45,10 @@ def expected(label, cal):
 
 def test_second_calibration_refused_without_overwrite_naming_the_columns(setup, capsys):
     tmp_path, cat = setup
-    assert main(["catalog", "calibrate", str(cat), "--calibration", str(tmp_path / "cal1.json")]) == 0
+    assert main(["catalog", "calibrate", str(cat), "--calibration", str(tmp_path / "cal1.json"), "--in-place"]) == 0
     capsys.readouterr()
     before = snapshot(cat)
-    assert main(["catalog", "calibrate", str(cat), "--calibration", str(tmp_path / "cal2.json")]) == 2
+    assert main(["catalog", "calibrate", str(cat), "--calibration", str(tmp_path / "cal2.json"), "--in-place"]) == 2
     err = capsys.readouterr().err
     assert "feh_cal, feh_cal_quantiles" in err and "'first'" in err and "--overwrite" in err and "Traceback" not in err
     assert snapshot(cat) == before  # nothing written
@@ -59,8 +59,8 @@ def test_second_calibration_refused_without_overwrite_naming_the_columns(setup, 
 
 def test_second_calibration_with_overwrite_replaces_values_and_attrs_together(setup, capsys):
     tmp_path, cat = setup
-    assert main(["catalog", "calibrate", str(cat), "--calibration", str(tmp_path / "cal1.json")]) == 0
-    assert main(["catalog", "calibrate", str(cat), "--calibration", str(tmp_path / "cal2.json"), "--overwrite"]) == 0
+    assert main(["catalog", "calibrate", str(cat), "--calibration", str(tmp_path / "cal1.json"), "--in-place"]) == 0
+    assert main(["catalog", "calibrate", str(cat), "--calibration", str(tmp_path / "cal2.json"), "--overwrite", "--in-place"]) == 0
     out = catalogs.open(cat)
     # feh: one application of the second calibration to the uncalibrated catalog (not the first's values)
     feh, feh_q = expected("feh", CAL2)
@@ -189,7 +189,7 @@ def test_broken_calibration_files_get_a_message(setup, capsys, content, message)
     tmp_path, cat = setup
     (tmp_path / "bad.json").write_bytes(content.encode())
     before = snapshot(cat)
-    assert main(["catalog", "calibrate", str(cat), "--calibration", str(tmp_path / "bad.json")]) == 2
+    assert main(["catalog", "calibrate", str(cat), "--calibration", str(tmp_path / "bad.json"), "--in-place"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert snapshot(cat) == before
@@ -198,7 +198,7 @@ def test_broken_calibration_files_get_a_message(setup, capsys, content, message)
 def test_calibration_file_that_is_not_utf8_gets_a_message(setup, capsys):
     tmp_path, cat = setup
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00junk")
-    assert main(["catalog", "calibrate", str(cat), "--calibration", str(tmp_path / "bin.json")]) == 2
+    assert main(["catalog", "calibrate", str(cat), "--calibration", str(tmp_path / "bin.json"), "--in-place"]) == 2
     assert "not a valid calibration" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
-"""Exports: every format round-trips values, units and flattened quantile columns."""
+"""Exports: every format round-trips values, units and flattened quantile columns through `catalogs.read_table`
+(as other tools open them: test_export_tools.py)."""
 from __future__ import annotations
 
 import astropy.units as u
@@ -11,7 +12,7 @@ from gridkit.errors import ConfigError, StoreError
 from catalog_fakes import make_catalog
 
 
-@pytest.mark.parametrize("name", ["out.fits", "out.parquet", "out.vot", "out.csv"])
+@pytest.mark.parametrize("name", ["out.fits", "out.fits.gz", "out.parquet", "out.vot", "out.csv", "out.ecsv"])
 def test_round_trip_keeps_values_units_and_quantile_columns(catalog_path, tmp_path, name):
     cat = catalogs.open(catalog_path)
     path = catalogs.export(cat, tmp_path / name, where="teff > 4000")

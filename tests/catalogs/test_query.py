@@ -161,3 +161,16 @@ def test_no_eval_in_the_query_module():
     source = inspect.getsource(q)
     for forbidden in ("eval(", "exec(", "compile(", "import ast", "getattr("):
         assert forbidden not in source.replace("evaluate(", "")
+
+
+def test_the_cli_prints_exactly_max_rows_stars_and_says_how_many_match(catalog_path, capsys):
+    from gridkit.cli import main
+
+    cat = catalogs.open(catalog_path)
+    n = int(catalogs.query_mask(cat, "teff > 0").sum())
+    assert n > 3
+    assert main(["catalog", "query", str(catalog_path), "teff > 0", "--columns", "teff", "--max-rows", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.lstrip().startswith("S0")]  # the fake catalog's ids
+    assert len(rows) == 3, out
+    assert out[-1] == f"{n} star(s) of {cat.sizes['star']} (the first 3 shown; --max-rows -1: all)"

@@ -102,3 +102,15 @@ def test_a_tampered_or_foreign_calibration_is_refused(calibrated, tmp_path):
     calibration.write(copy, calibration.Calibration(cal.labels, cal.snr, cal.scale, "another-model", cal.n_spectra))
     with pytest.raises(ModelDirError, match="fitted for model another-model"):
         cinn.load(copy)
+
+
+def test_an_existing_calibration_is_replaced_only_with_overwrite(calibrated):
+    from gridkit.errors import ConfigError
+
+    model_dir, cube, cal = calibrated
+    before = (model_dir / calibration.FILE).read_bytes()
+    with pytest.raises(ConfigError, match="calibration.json exists: pass overwrite=True"):
+        fit_interval_calibration(model_dir, cube, samples=16, max_spectra=10)
+    assert (model_dir / calibration.FILE).read_bytes() == before
+    again = fit_interval_calibration(model_dir, cube, samples=128, overwrite=True)
+    np.testing.assert_array_equal(again.scale, cal.scale)  # same draws, same fit: deterministic

@@ -85,18 +85,22 @@ def test_rv_within_half_a_km_per_s_at_snr_50(star, template):
         assert res.method == "chi2" and res.n_pixels > 0.9 * wl.size
 
 
-@pytest.mark.parametrize("snr", [20.0, 100.0])
-def test_reported_uncertainty_matches_the_scatter_over_noise_draws(snr):
+@pytest.mark.parametrize("snr, draws, tolerance", [
+    (50.0, 40, 0.25),  # 40 draws: the scatter itself is known to 11 %
+    pytest.param(20.0, 80, 0.2, marks=pytest.mark.slow),  # 80 draws: to 8 %
+    pytest.param(100.0, 80, 0.2, marks=pytest.mark.slow),
+])
+def test_reported_uncertainty_matches_the_scatter_over_noise_draws(snr, draws, tolerance):
     star, template = CASES[0]
     tpl = hr_spectrum(*template)
     wl, flux = hr_spectrum(*star, rv_kms=-63.21)
     rng = np.random.default_rng(int(snr))
-    results = [measure(wl, *observe(wl, flux, snr, rng), tpl) for _ in range(80)]
+    results = [measure(wl, *observe(wl, flux, snr, rng), tpl) for _ in range(draws)]
     err = np.array([r.rv for r in results]) + 63.21
     reported = np.median([r.rv_err for r in results])
     ratio = np.std(err, ddof=1) / reported
     print(f"S/N {snr:.0f}: bias {err.mean():+.3f} km/s, scatter {np.std(err, ddof=1):.3f}, reported {reported:.3f}, ratio {ratio:.2f}")
-    assert 0.8 < ratio < 1.2  # 80 draws: the scatter itself is known to 8 %
+    assert abs(ratio - 1.0) < tolerance
     assert abs(err.mean()) < 0.5  # the template mismatch's bias is small
 
 

@@ -87,3 +87,30 @@ def make_survey(path, n=60, seed=0, wave=WAVE, chunk=16, ids=None, snr=None, ext
     ds["flux"] = ds.flux.chunk({"star": chunk})
     store.write_dataset(ds, path, dim="star", region_size=chunk, progress=False, overwrite=overwrite)
     return path
+
+
+def fake_info(model_dir):
+    """The metadata of a fake model without loading it (what `cinn.lazy.model_info` reads from model.json)."""
+    from cinn.lazy import ModelInfo
+
+    doc = json.loads((Path(model_dir) / "fake.json").read_text())
+    return ModelInfo(doc["model_id"], LABELS, None, np.asarray(doc["wavelength"]))
+
+
+class CountingLoader:
+    """load_fake that counts its calls in this process (`info` gives the metadata without a call)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model_dir):
+        self.calls += 1
+        return load_fake(model_dir)
+
+    info = staticmethod(fake_info)
+
+    def __dask_tokenize__(self):
+        return ("CountingLoader", id(self))
+
+
+load_fake.info = fake_info

@@ -208,7 +208,7 @@ def test_cli_catalog_merge_and_calibrate(analytic_model, real_catalog, tmp_path,
     assert c.logg_cal.attrs["calibration_a"] == 1e-4 and c.logg_cal.attrs["calibration_b"] == -0.5
     assert json.loads(c.attrs["calibrations"])[0]["coefficients"]["feh"] == {"a": -2e-5, "b": 0.1}
     assert "logg_cal" not in catalogs.open(real_catalog)  # the input catalog is untouched
-    assert main(["catalog", "calibrate", str(real_catalog), "--calibration", "no-such-calibration"]) == 2
+    assert main(["catalog", "calibrate", str(real_catalog), "--calibration", "no-such-calibration", "--in-place"]) == 2
     assert "no calibration 'no-such-calibration'" in capsys.readouterr().err
 
 

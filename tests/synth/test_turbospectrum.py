@@ -196,8 +196,8 @@ def test_missing_labels_are_a_config_error(li_window):
 
 
 def test_prior_draws_are_restricted_to_the_marcs_coverage(ts_home):
-    """sample_labels_within_coverage keeps the prior's draws that have MARCS models around them, in order;
-    the draws it leaves out really are skipped by the backend."""
+    """sample_labels_within_coverage keeps the prior's draws that have MARCS models around them and draws the others
+    again from (seed, i, attempt); the draws it replaces really are skipped by the backend."""
     from gridkit.synth import sample_labels
     from gridkit.synth.turbospectrum import sample_labels_within_coverage
 
@@ -209,10 +209,11 @@ def test_prior_draws_are_restricted_to_the_marcs_coverage(ts_home):
     assert np.all((draws["logg"][gap] > 3.0) & (draws["logg"][gap] < 3.5))
     with pytest.raises(SynthesisSkipped, match="outside the spherical MARCS grid"):
         syn.synthesize({k: float(v[gap[0]]) for k, v in draws.items()})
-    n = int(mask[:60].sum()) + 3
-    kept = sample_labels_within_coverage(n, seed=5, synthesizer=syn)
+    kept = sample_labels_within_coverage(120, seed=5, synthesizer=syn)
+    assert syn.covers(kept).all()
     for k in ("teff", "logg", "feh", "li_fe"):
-        np.testing.assert_array_equal(kept[k], draws[k][np.flatnonzero(mask)[:n]])
+        np.testing.assert_array_equal(kept[k][mask], draws[k][mask])  # a covered draw is kept as it is, in its place
+        assert not np.any(kept[k][~mask] == draws[k][~mask])
 
 
 def test_cli_synth_with_linelist_and_atmosphere(ts_home, shared_data, tmp_path, capsys):
