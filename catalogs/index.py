@@ -145,25 +145,21 @@ class SortedIds:
         blocks = np.clip(blocks, 0, self.fence.size - 1)
         for b in np.unique(blocks[fits]):
             sel = np.flatnonzero((blocks == b) & fits)
-            ids, rows = self._block(int(b))
-            pos = np.searchsorted(ids, want[sel], side="left")
-            inside = pos < ids.size
-            hit = np.zeros(sel.size, bool)
-            hit[inside] = ids[pos[inside]] == want[sel][inside]
-            out[sel[hit]] = rows[pos[hit]]
-            # an id spanning the block's end continues in the next block(s)
-            spill = sel[~inside]
-            nb = int(b) + 1
-            while spill.size and nb < self.fence.size:
-                ids, rows = self._block(nb)
-                pos = np.searchsorted(ids, want[spill], side="left")
-                inside = pos < ids.size
-                hit = np.zeros(spill.size, bool)
-                hit[inside] = ids[pos[inside]] == want[spill][inside]
-                out[spill[hit]] = rows[pos[hit]]
-                spill = spill[~inside]
+            nb = int(b)
+            while sel.size and nb < self.fence.size:  # an id past a block's end continues in the next block(s)
+                sel = self._match_block(nb, want, sel, out)
                 nb += 1
         return out
+
+    def _match_block(self, b: int, want: np.ndarray, sel: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Set out[sel] to the rows of the ids want[sel] found in block b; return the positions past its end."""
+        ids, rows = self._block(b)
+        pos = np.searchsorted(ids, want[sel], side="left")
+        inside = pos < ids.size
+        hit = np.zeros(sel.size, bool)
+        hit[inside] = ids[pos[inside]] == want[sel][inside]
+        out[sel[hit]] = rows[pos[hit]]
+        return sel[~inside]
 
 
 def _read_star_ids(path: Path, start: int = 0, stop: int | None = None) -> np.ndarray:

@@ -1,7 +1,7 @@
 """`gridkit demo`: the whole chain on the built-in analytic generator (see gridkit.demo)."""
 from __future__ import annotations
 
-from ._common import floats, names
+from ._common import add_progress, floats, names
 
 
 def register(sub):
@@ -27,7 +27,7 @@ def register(sub):
                                                "(default: the shared UVES Sun when present)")
     p.add_argument("--quick", action="store_true", help="a one-minute run on a few dozen models and a tiny network (a smoke test)")
     p.add_argument("--overwrite", action="store_true", help="start afresh (default: resume an existing --out)")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress(p)
     p.set_defaults(func=_run)
 
 

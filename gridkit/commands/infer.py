@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from ._common import add_chunk, add_cluster_options, add_device, add_overwrite
+from ._common import add_chunk, add_cluster_options, add_device, add_overwrite, add_progress
 
 
 def register(sub):
@@ -31,7 +31,7 @@ def register(sub):
     p.add_argument("--keep-samples", type=int, default=0, metavar="N",
                    help="store N of each star's posterior draws in the catalog, samples(star, draw, label) float32 (calibrated like "
                         "the quantiles; all N, samples_in_bounds marks those the quantiles count); default 0: none")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(p)
     add_cluster_options(p, default_workers="auto")
     p.epilog = "--workers 0 runs the tasks on --threads-per-worker threads of this process, without a Dask cluster."
     add_overwrite(p)

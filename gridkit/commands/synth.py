@@ -3,7 +3,7 @@ models grows the grid. `gridkit merge-grids`: grids made in pieces -> one grid."
 from __future__ import annotations
 
 from ..synth.ranges import ARMS, DEFAULT_RANGES, DEFAULT_STEP, parse_ranges
-from ._common import add_chunk, add_cluster_options, add_overwrite
+from ._common import add_chunk, add_cluster_options, add_overwrite, add_progress
 
 
 def register(sub):
@@ -30,7 +30,7 @@ def register(sub):
     be.add_argument("--linelist", action="append", default=None, help="line list (repeatable; analytic: one CSV in its own format)")
     be.add_argument("--atmosphere", default=None, help="model atmospheres (turbospectrum only)")
     add_chunk(p, "models", 16, old=("--models-per-region",))
-    p.add_argument("--no-progress", action="store_true")
+    add_progress(p)
     add_overwrite(p)
     add_cluster_options(p, default_workers=0)
     p.set_defaults(func=_run)
@@ -41,7 +41,7 @@ def register(sub):
                                    "source/source_model say where each comes from; a label set in two inputs is refused.")
     m.add_argument("grids", nargs="+", help="input base grids (Zarr)")
     m.add_argument("--out", required=True, help="output Zarr store")
-    m.add_argument("--no-progress", action="store_true")
+    add_progress(m)
     add_overwrite(m)
     add_cluster_options(m, default_workers=0)
     m.set_defaults(func=_merge)

@@ -2,7 +2,7 @@
 in this process or over a Dask cluster (cinn.tune.tune)."""
 from __future__ import annotations
 
-from ._common import add_cluster_options
+from ._common import add_cluster_options, add_progress
 
 
 def register(sub):
@@ -23,7 +23,7 @@ def register(sub):
                         '"subnet_width": ["categorical", [128, 256]]} (default: lr, n_blocks, subnet_width, clamp, weight_decay)')
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     add_cluster_options(parser, default_workers=0)  # each worker runs one trial at a time; a scheduler's workers must share the tune dir
-    parser.add_argument("--no-progress", action="store_true")
+    add_progress(parser)
     parser.set_defaults(func=_run)
 
 
