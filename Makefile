@@ -33,8 +33,11 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(VENV)/bin/gridkit demo --out demo-output
 
+# the suite on TEST_WORKERS pytest-xdist processes (one torch thread each; a test file stays on one worker, so its
+# module fixtures are built once); TEST_WORKERS=0 runs it in this process
+TEST_WORKERS ?= 2
 test: venv turbospectrum
-	$(TS_ENV) $(PY) -m pytest -m "not slow" --timeout=600 -q
+	$(TS_ENV) $(PY) -m pytest -m "not slow" --timeout=900 -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: venv turbospectrum
 	$(TS_ENV) $(PY) -m pytest -m slow --timeout=3600 -q

@@ -5,12 +5,16 @@ grid with the peak refined by a parabola, a cubic polynomial continuum per arm f
 running median, np.interp onto the instrument's pixels); and the peak memory of fourmostify as the number of
 spectra grows (4MOST L1 multi-spectrum files of 250 fibres per arm).
 
-    python -m benchmarks.bench_observed [N_SPECTRA] [--memory N_MEMORY]
+    python -m benchmarks.bench_observed [N_SPECTRA] [--memory N_MEMORY | --memory-sizes N1,N2,...]
+
+--memory N measures the peak memory at N/4, N/2 and N spectra; --memory-sizes at exactly those sizes; N_SPECTRA = 0
+skips the speed comparison (a memory run only).
 
 Also the RV error of both (the truth is known), so that speed is read next to what it buys.
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -105,17 +109,35 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def main(n: int | None = None, n_memory: int | None = None) -> dict:
+    argv = [a for a in sys.argv[1:]]
+    sizes = None
+    if "--memory" in argv:
+        i = argv.index("--memory")
+        n_memory, argv = int(argv[i + 1]), argv[:i] + argv[i + 2:]
+    if "--memory-sizes" in argv:
+        i = argv.index("--memory-sizes")
+        sizes, argv = sorted(int(k) for k in argv[i + 1].split(",")), argv[:i] + argv[i + 2:]
+        n_memory = sizes[-1]
+    n = int(n if n is not None else (argv[0] if argv else 200))
+    folder = Path(tempfile.mkdtemp(prefix="bench-observed-"))
+    result: dict = {"n": n}
+    try:
+        if n > 0:
+            result.update(_speed(folder, n))
+        if n_memory:
+            result["memory"] = _memory(folder, n_memory, sizes)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the generated files (GBs at 10,000 spectra) are not kept
+    return result
+
+
+def _speed(folder: Path, n: int) -> dict:
+    """fourmostify against the straightforward loop on n spectra: times and RV errors (printed and returned)."""
     import xarray as xr
 
     from gridkit import instruments
     from gridkit.observed import PrepareOptions, fourmostify_store
 
-    argv = [a for a in sys.argv[1:]]
-    if "--memory" in argv:
-        i = argv.index("--memory")
-        n_memory, argv = int(argv[i + 1]), argv[:i] + argv[i + 2:]
-    n = int(n or (argv[0] if argv else 200))
-    folder = Path(tempfile.mkdtemp(prefix="bench-observed-"))
     files, truth, template = _files(folder / "files", n)
     target = instruments.get("4most-hr").wavelength(None)
     t0 = time.perf_counter()
@@ -133,23 +155,26 @@ def main(n: int | None = None, n_memory: int | None = None) -> dict:
     print(f"{'gridkit fourmostify (threads of 1 process)':42s} {n / ours:10.2f} {err_ours.mean():+14.3f} +- {err_ours.std():<14.3f} {np.abs(err_ours).max():12.3f}")
     print(f"{'astropy + numpy loop (np.correlate, polyfit)':42s} {n / loop:10.2f} {err_loop.mean():+14.3f} +- {err_loop.std():<14.3f} {np.abs(err_loop).max():12.3f}")
     print(f"ratio (ours / loop) of spectra per second: {loop / ours:.2f}")
-    result = {"n": n, "ours_s": ours, "loop_s": loop, "rv_ours": [float(err_ours.mean()), float(err_ours.std())],
-              "rv_loop": [float(err_loop.mean()), float(err_loop.std())]}
-    if n_memory:
-        mem_files, _, _ = _files(folder / "memory", n_memory)
-        rows = []
-        for k in sorted({max(PER_FILE, n_memory // 4), max(PER_FILE, n_memory // 2), n_memory}):
-            sub = folder / f"mem{k}"
-            sub.mkdir()
-            for f in mem_files[: 2 * (k // PER_FILE)]:
-                (sub / f.name).symlink_to(f)
-            t0 = time.perf_counter()
-            rss = float(subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(sub), str(folder / f"m{k}.zarr"), "none"],
-                                       capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-            rows.append((k, rss, time.perf_counter() - t0))
-            print(f"memory: {k} spectra -> peak RSS {rss:.0f} MB ({time.perf_counter() - t0:.0f} s, RV not measured)")
-        result["memory"] = rows
-    return result
+    return {"ours_s": ours, "loop_s": loop, "rv_ours": [float(err_ours.mean()), float(err_ours.std())],
+            "rv_loop": [float(err_loop.mean()), float(err_loop.std())]}
+
+
+def _memory(folder: Path, n_memory: int, sizes=None) -> list:
+    """Peak RSS of fourmostify (a fresh process each) on the first k of n_memory spectra, k in `sizes` (default: a
+    quarter, a half and all)."""
+    mem_files, _, _ = _files(folder / "memory", n_memory)
+    rows = []
+    for k in (sizes or sorted({max(PER_FILE, n_memory // 4), max(PER_FILE, n_memory // 2), n_memory})):
+        sub = folder / f"mem{k}"
+        sub.mkdir()
+        for f in mem_files[: 2 * (k // PER_FILE)]:
+            (sub / f.name).symlink_to(f)
+        t0 = time.perf_counter()
+        rss = float(subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(sub), str(folder / f"m{k}.zarr"), "none"],
+                                   capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+        rows.append((k, rss, time.perf_counter() - t0))
+        print(f"memory: {k} spectra -> peak RSS {rss:.0f} MB ({time.perf_counter() - t0:.0f} s, RV not measured)", flush=True)
+    return rows
 
 
 if __name__ == "__main__":

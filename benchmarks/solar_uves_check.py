@@ -25,13 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+from gridkit.demo import (
+    UVES_SUN_RESOLVING_POWER as UVES_RESOLVING_POWER,  # one value for the UVES Sun
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 UVES = ROOT.parent / "shared" / "data" / "sun-uves" / "UVES_Sun-1_cleaned_norm.txt"
 SUN = dict(teff=5772.0, logg=4.44, feh=0.0, vmic=1.0)
 RANGE = (5150.0, 5740.0)
 STEP = 0.01
 RESOLVING_POWER = 20_000.0
-UVES_RESOLVING_POWER = 100_000.0
 FIGURE = ROOT / "docs" / "figures" / "sun_uves_green.png"
 
 

@@ -198,7 +198,10 @@ def write_in_place(path, calibrated: xr.Dataset, new_vars, *, overwrite: bool = 
     written (the catalog keeps its other columns, and its attrs describe the columns it has at every step)."""
     import zarr
 
+    from gridkit.store import consolidate, unconsolidate
+
     new_vars = list(new_vars)
+    unconsolidate(path)  # the catalog changes: no reader may see its old metadata
     group = zarr.open_group(str(path), mode="r+")
     clash = [v for v in new_vars if v in group]
     if clash and not overwrite:
@@ -225,6 +228,7 @@ def write_in_place(path, calibrated: xr.Dataset, new_vars, *, overwrite: bool = 
         raise
     group = zarr.open_group(str(path), mode="r+")
     group.attrs["calibrations"] = final
+    consolidate(path)
 
 
 def calibrate_catalog(path, calibration, out=None, *, overwrite: bool = False) -> list[str]:

@@ -16,7 +16,7 @@ _EXPORTS = {
 
 # `cinn.train` is both a submodule and the training function: bind the function eagerly, after the
 # submodule import (which sets the attribute once), so `cinn.train(...)` always is the function.
-from .train import train  # noqa: E402
+from .train import train  # noqa: E402, F401 - exported through __all__ (built with sorted, which ruff does not read)
 
 __all__ = sorted([*_EXPORTS, "train"])
 

@@ -66,6 +66,12 @@ class CINNConfig:
     #: fractions of models in train/test/validation
     split: tuple[float, float, float] = (0.75, 0.20, 0.05)
     split_seed: int = 42
+    #: train on only the first N models of the training split, in a fixed order seeded by split_seed (so a smaller N is
+    #: a subset of a larger one); everything fitted on the training split (label standardization, flux normalisation,
+    #: the flux_components basis, label bounds and quantiles) uses these N only, and split.json records them as the
+    #: 'train' ids. The test and validation splits are unchanged (a learning curve on the same test split). None: all
+    #: of the training split. Epochs and batches_per_epoch are not scaled: the same number of gradient steps
+    train_models: int | None = None
     seed: int = 0
     #: validation samples per epoch (the first ones of a fixed, seeded draw from the validation split)
     val_samples: int = 8192
@@ -107,6 +113,9 @@ class CINNConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.flux_components, int) or isinstance(self.flux_components, bool) or self.flux_components < 0:
             raise ConfigError(f"flux_components must be an integer >= 0 (0: no compression), got {self.flux_components!r}")
+        if self.train_models is not None and (not isinstance(self.train_models, int) or isinstance(self.train_models, bool)
+                                              or self.train_models < 1):
+            raise ConfigError(f"train_models must be a positive integer (or None: the whole training split), got {self.train_models!r}")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ConfigError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
         if self.subnet_layers < 2:

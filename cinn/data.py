@@ -38,10 +38,14 @@ SPLIT_FILE = "split.json"
 
 
 # -- split ---------------------------------------------------------------------------------------
-def split_models(model_ids, fractions=(0.75, 0.20, 0.05), seed: int = 42, out_dir=None) -> dict[str, np.ndarray]:
+def split_models(model_ids, fractions=(0.75, 0.20, 0.05), seed: int = 42, out_dir=None,
+                 train_models: int | None = None) -> dict[str, np.ndarray]:
     """Split model ids into train/test/validation (a model's S/N copies never cross splits).
 
     Returns {split: sorted model ids}; with `out_dir`, the split is also recorded in out_dir/split.json.
+    train_models: keep only the first N training models in the split's seeded order (the permutation that
+    made the split), so a smaller N is a subset of a larger one; test and validation do not change with it.
+    ConfigError where N < 1 or N exceeds the training split.
     """
     ids = np.asarray(model_ids)
     n = ids.size
@@ -58,10 +62,27 @@ def split_models(model_ids, fractions=(0.75, 0.20, 0.05), seed: int = 42, out_di
     if n_train < 1:
         raise GridError(f"no training models left with {n} models and fractions {tuple(fractions)}")
     parts = {"train": order[:n_train], "test": order[n_train:n_train + n_test], "validation": order[n_train + n_test:]}
+    if train_models is not None:
+        if not isinstance(train_models, (int, np.integer)) or isinstance(train_models, bool) or train_models < 1:
+            raise ConfigError(f"train_models must be a positive integer (or None: the whole training split), got {train_models!r}")
+        if train_models > n_train:
+            raise ConfigError(f"train_models ({int(train_models)}) exceeds the training split ({n_train} of {n} models with "
+                              f"fractions {tuple(fractions)}): pass at most {n_train} or None")
+        parts["train"] = parts["train"][:int(train_models)]  # the permutation's order: nested subsets
     split = {k: np.sort(ids[v]) for k, v in parts.items()}
     if out_dir is not None:
-        write_split(out_dir, split, {"seed": int(seed), "fractions": [float(f) for f in fractions]})
+        write_split(out_dir, split, split_info(seed, fractions, train_models, n_train))
     return split
+
+
+def split_info(seed, fractions, train_models: int | None = None, n_train: int | None = None) -> dict:
+    """What split.json records beside the ids: the seed, the fractions and, with `train_models`, that N and the
+    size of the whole training split it was drawn from (split.json's 'train' holds the N ids actually used)."""
+    info = {"seed": int(seed), "fractions": [float(f) for f in fractions]}
+    if train_models is not None:
+        info["train_models"] = int(train_models)
+        info["train_split_size"] = None if n_train is None else int(n_train)
+    return info
 
 
 def write_split(out_dir, split: dict, info: dict | None = None, digests: dict | None = None) -> Path:
@@ -432,6 +453,6 @@ def make_loader(stream: CubeStream, *, num_workers: int, prefetch: int, start_me
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kwargs)
 
 
-__all__ = ["split_models", "read_split", "write_split", "recorded_split", "model_digests", "split_digest", "flux_digest_lazy",
+__all__ = ["split_models", "split_info", "read_split", "write_split", "recorded_split", "model_digests", "split_digest", "flux_digest_lazy",
            "flux_digest", "open_training_store", "TrainingStore", "CubeStream", "make_loader",
            "inverse_snr2_loguniform", "logsnr_moments", "SPLITS"]

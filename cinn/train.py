@@ -12,6 +12,7 @@ run would have done (bit for bit on the same machine and thread count).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import itertools
@@ -26,13 +27,13 @@ import torch
 from catalogs.schema import QUANTILES
 from gridkit.errors import ConfigError, GridkitError, StoreError
 from gridkit.files import atomic_output, check_output, jsonable
-from gridkit.store import reading
+from gridkit.store import _aside, _lock, _recover, _remove, reading, release, swap_into_place
 from gridkit.schema import label_attrs
 
 from . import checkpoint as ck
 from .config import CINNConfig, as_config
 from .data import (CubeStream, flux_digest, flux_digest_lazy, inverse_snr2_loguniform, logsnr_moments, make_loader, model_digests,
-                   open_training_store, split_digest, split_models, write_split)
+                   open_training_store, split_digest, split_info, split_models, write_split)
 from .model import CINN
 from .transforms import LabelTransform, flux_basis, flux_statistics
 
@@ -89,7 +90,11 @@ class Trainer:
         self.on_epoch = on_epoch
         self.store = open_training_store(cube_path, cfg.labels, cfg.loader)
         st = self.store
-        self.split = split_models(st.model_ids, cfg.split, cfg.split_seed)  # recorded by run(), nothing is written here
+        # recorded by run(), nothing is written here; with train_models, "train" is the subset used, the single source of
+        # everything fitted on the training split below (label transform, bounds, quantiles, flux statistics, flux basis)
+        self.split = split_models(st.model_ids, cfg.split, cfg.split_seed, train_models=cfg.train_models)
+        self.split_info = split_info(cfg.split_seed, cfg.split, cfg.train_models,
+                                     split_models(st.model_ids, cfg.split, cfg.split_seed)["train"].size)
         self.pos = {k: _positions(st, v) for k, v in self.split.items()}
         index = {v: i for i, v in enumerate(st.model_ids.tolist())}
         digests = model_digests(st.model_ids, st.labels)
@@ -192,7 +197,7 @@ class Trainer:
             self._check_same_data(saved)
             state.update(saved)
         else:
-            write_split(self.out, self.split, {"seed": int(cfg.split_seed), "fractions": [float(f) for f in cfg.split]}, self.split_digests)
+            write_split(self.out, self.split, self.split_info, self.split_digests)
         if not state["history"]:
             v_nll, v_rev = self.validate()
             state["history"].append(_row(0, float("nan"), float("nan"), float("nan"), float("nan"), v_nll, v_rev, 0, 0.0))
@@ -324,16 +329,32 @@ def _row(epoch, lr, loss, nll, rev, v_nll, v_rev, skipped, secs) -> dict:
             "val_reverse": v_rev, "skipped": skipped, "seconds": round(secs, 3)}
 
 
-def train(cube_path, out_dir, config=None, epochs=None, batches_per_epoch=None, batch_size=None, resume=False, progress=True) -> Path:
+def train(cube_path, out_dir, config=None, epochs=None, batches_per_epoch=None, batch_size=None, resume=False, progress=True,
+          overwrite=False) -> Path:
     """Train a cINN on a cube (or noiseless grid, dynamic noise) and write the model directory `out_dir`.
 
     config: None (published defaults), a CINNConfig, a mapping or a JSON/YAML path; epochs,
     batches_per_epoch, batch_size override it. resume: continue from out_dir/checkpoint (the saved config is
     used; only `epochs` may change), with results identical to an uninterrupted run.
+
+    overwrite: replace an existing model directory, only once the new model is complete. The old `out_dir` stays
+    untouched while the new one is trained into the hidden sibling `.<name>.overwrite` (gridkit.store's
+    convention); at the end the two are swapped with two renames via `.<name>.replaced`, so an interruption
+    leaves one of the two whole (the next run on `out_dir` restores the old one if the swap was cut between its
+    renames). If the overwrite run fails or is interrupted, the staging directory is removed (an overwrite is not
+    resumable; one left by a killed process is removed when the next overwrite starts) and `out_dir` is as it
+    was. overwrite with resume is a ConfigError. One job per output: the run holds the lock `.<name>.lock`
+    beside `out_dir` while it writes (a second job on it is refused).
     """
     out = Path(out_dir)
+    if overwrite and resume:
+        raise ConfigError("overwrite (--overwrite) and resume (--resume) exclude each other: --resume continues the training in "
+                          "--out, --overwrite replaces it with a new one; pass one of them")
     config_file = config if isinstance(config, (str, os.PathLike)) else None
     check_output(out, [cube_path, config_file], what="out_dir (--out)")  # never write into, onto or around an input
+    staging = _aside(out, "overwrite")  # where an overwrite trains the new model until it is complete
+    if overwrite:
+        check_output(staging, [cube_path, config_file], what="out_dir (--out) staging directory")
     if out.exists() and not out.is_dir():
         raise StoreError(f"out_dir {out} exists and is not a directory")
     overrides = {"epochs": epochs, "batches_per_epoch": batches_per_epoch, "batch_size": batch_size}
@@ -351,13 +372,37 @@ def train(cube_path, out_dir, config=None, epochs=None, batches_per_epoch=None, 
                 raise ConfigError(f"resume: {key}={overrides[key]} differs from the checkpoint's {getattr(saved, key)}")
     else:
         cfg = as_config(config).replace(**overrides)
-        if (out / ck.MODEL_JSON).exists() or (out / ck.CKPT_DIR).exists():
-            raise StoreError(f"out_dir {out} already holds a model or checkpoint; pass resume=True (--resume) to continue it or choose another directory")
+        _refuse_existing(out, overwrite)
     # everything is validated (config, the whole training data: finite, labels, split) before anything is written
     trainer = Trainer(cube_path, out, cfg, progress=progress)
-    if resume:  # continues the checkpoint in place; a failure leaves it as the last finished epoch wrote it
-        return trainer.run(resume=True)
+    made = [p for p in out.parents if not p.exists()]  # parents the lock creates, innermost first
+    _lock(out)  # one job per output (after validation: a refused run creates nothing, not even a parent folder)
+    ok = False
+    try:
+        _recover(out)  # a swap of an earlier overwrite cut between its renames: put the old model back
+        if out.exists() and not out.is_dir():
+            raise StoreError(f"out_dir {out} exists and is not a directory")
+        if resume:  # continues the checkpoint in place; a failure leaves it as the last finished epoch wrote it
+            return trainer.run(resume=True)
+        _refuse_existing(out, overwrite)  # again, under the lock
+        result = _train_aside(trainer, out, staging) if overwrite and out.exists() else _train_fresh(trainer, out)
+        ok = True
+        return result
+    finally:
+        release(out)
+        if not ok and not out.exists():  # a failed run leaves no folder it made
+            for parent in made:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
 
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    if not overwrite and ((out / ck.MODEL_JSON).exists() or (out / ck.CKPT_DIR).exists()):
+        raise StoreError(f"out_dir {out} already holds a model or checkpoint; pass resume=True (--resume) to continue it, "
+                         "overwrite=True (--overwrite) to replace it once the new model is complete, or choose another directory")
+
+
+def _train_fresh(trainer: Trainer, out: Path) -> Path:
     def resumable(exc: BaseException) -> bool:
         """Keep a fresh run's output after an interruption (not a refusal of data or losses) once it holds a checkpoint."""
         keep = not isinstance(exc, GridkitError) and (out / ck.CKPT_DIR / ck.STATE).is_file()
@@ -367,6 +412,17 @@ def train(cube_path, out_dir, config=None, epochs=None, batches_per_epoch=None, 
 
     with ck.created_output(out, keep=resumable):  # a failure removes what this run created, nothing else
         return trainer.run(resume=False)
+
+
+def _train_aside(trainer: Trainer, out: Path, staging: Path) -> Path:
+    """Train into `staging` while `out` stays untouched, then swap them (gridkit.store's overwrite). Any failure
+    removes `staging` and leaves `out` as it was."""
+    if staging.exists() or staging.is_symlink():  # left by an overwrite that was killed: not resumable, start afresh
+        _remove(staging)
+    trainer.out = staging
+    with ck.created_output(staging):  # a failure (or an interruption) removes the staging directory
+        trainer.run(resume=False)
+    return swap_into_place(staging, out)
 
 
 __all__ = ["train", "Trainer", "resolve_device", "data_hash"]

@@ -1,5 +1,5 @@
 """The end-to-end demo (`gridkit demo`, the README's main job): every step of the toolkit on the built-in
-analytic generator, sized to finish in about 15 minutes on 2 CPU cores.
+analytic generator, sized to finish in about 12 minutes on 2 CPU cores (11.5 min measured on a fresh clone, 2026-12-03).
 
     synth (analytic, N models) -> degrade (4MOST HR green+red, a few S/N) -> train (CPU-sized cINN)
     -> evaluate (tables, calibration, figures) -> mock-survey -> infer (Dask LocalCluster) -> catalog query/export
@@ -46,6 +46,12 @@ QUICK_NETWORK = {
 }
 
 
+#: the resolving power taken for the shared UVES solar spectrum (../shared/data/sun-uves): the file does not state it (R of
+#: order 10^5); every use (the demo, the docs, benchmarks/solar_uves_check.py, notebooks) takes this one value. Going to
+#: R = 20000, 80,000 against 100,000 changes the kernel's FWHM by 1.2 %.
+UVES_SUN_RESOLVING_POWER = 80_000.0
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     n_models: int = 2000
@@ -69,7 +75,7 @@ class DemoConfig:
     query: str = "teff > 5500 and feh < -0.5 and f_reject < 0.5"
     #: the observed solar spectrum to run through fourmostify -> infer ('auto': ../shared/data/sun-uves when present)
     sun: str | None = "auto"
-    sun_resolving_power: float = 80000.0
+    sun_resolving_power: float = UVES_SUN_RESOLVING_POWER
 
     @classmethod
     def quick(cls, **overrides) -> "DemoConfig":
@@ -332,29 +338,57 @@ def _plot_spectra(p) -> Path:
     return path
 
 
+def _label_text(cat, lab: str) -> tuple[str, str]:
+    """(display name, " [unit]") of a catalog label, from the attrs `long_name` and `units` of its variables
+    (the catalog is the one source of truth; no unit text for dimensionless labels)."""
+    attrs = {**cat[f"true_{lab}"].attrs, **cat[lab].attrs} if f"true_{lab}" in cat else dict(cat[lab].attrs)
+    long = str(attrs.get("long_name") or lab).split(" (maximum a posteriori)")[0]
+    units = str(attrs.get("units") or "")
+    return long, "" if units in ("", "1") else f" [{units}]"
+
+
 def _plot_catalog(cat, path: Path) -> Path:
+    """catalog_map_vs_truth.png: `_catalog_figure(cat)` written to `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = _catalog_figure(cat)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _catalog_figure(cat):
+    """MAP against the true label, with the 16-84 % intervals: one panel per label of the catalog with a
+    `true_<label>` column (4 columns), axes labelled with the label's unit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labs = [lab for lab in ("teff", "logg", "feh", "mg_fe", "vbroad", "li_fe") if f"true_{lab}" in cat]
-    fig, axes = plt.subplots(1, len(labs), figsize=(3.2 * len(labs), 3.2), constrained_layout=True, squeeze=False)
+    import catalogs
+
+    labs = [lab for lab in catalogs.label_names(cat) if f"true_{lab}" in cat]
+    ncols = min(4, max(len(labs), 1))
+    nrows = -(-max(len(labs), 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows + 0.4), constrained_layout=True, squeeze=False)
+    for ax in axes.ravel()[len(labs):]:
+        ax.set_visible(False)
     q = list(np.round(cat["quantile"].values, 4))
-    for ax, lab in zip(axes[0], labs):
-        t = cat[f"true_{lab}"].values
-        m = cat[lab].values
-        qs = cat[f"{lab}_quantiles"].values
+    for ax, lab in zip(axes.ravel(), labs):
+        t = np.asarray(cat[f"true_{lab}"].values, float)
+        m = np.asarray(cat[lab].values, float)
+        qs = np.asarray(cat[f"{lab}_quantiles"].values, float)
         yerr = np.clip([m - qs[:, q.index(0.16)], qs[:, q.index(0.84)] - m], 0, None)  # the MAP may lie outside 16-84 %
         ax.errorbar(t, m, yerr=yerr, fmt=".", ms=3, lw=0.5, alpha=0.6)
         lo, hi = np.nanmin(t), np.nanmax(t)
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.set_xlabel(f"true {lab}")
-        ax.set_ylabel(f"MAP {lab}")
+        long, unit = _label_text(cat, lab)
+        ax.set_title(long, fontsize=8)
+        ax.set_xlabel(f"true {lab}{unit}", fontsize=8)
+        ax.set_ylabel(f"MAP {lab}{unit}", fontsize=8)
+        ax.tick_params(labelsize=7)
     fig.suptitle(f"mock survey catalog: MAP with 16-84 % intervals ({cat.sizes['star']} stars)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def results_table(summary: dict) -> str:

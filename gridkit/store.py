@@ -18,6 +18,9 @@ What keeps data safe (docs/store.md):
   a digest of the inputs that region read (`make_region.inputs(i, slice)`, e.g. the bytes of its spectrum
   files or the content digest of an input store) and of what it wrote. A rerun skips a region only if its inputs
   are unchanged, so a resumed output equals a fresh one even when an input changed in between.
+- **Finished stores open plainly.** A complete store's metadata is consolidated (`consolidate`), so
+  `xarray.open_zarr(path)` opens it in one read and without a warning; a job that resumes, grows or adds to a
+  store drops that copy first (`unconsolidate`), so no reader ever sees metadata older than the arrays.
 - **Corruption is detected.** Chunks are written with zstd checksums and always written (never skipped as empty),
   so a flipped bit or a truncated chunk fails its checksum when read (`reading` names the store and chunk) and a
   chunk the record says was written but is absent is an error when the store is opened (`open_complete`).
@@ -52,6 +55,31 @@ def compressor():
     from zarr.codecs import ZstdCodec
 
     return ZstdCodec(level=0, checksum=True)
+
+
+def consolidate(path) -> None:
+    """Consolidate the metadata of the finished store at `path` into its root `zarr.json`: plain
+    `xarray.open_zarr(path)` then opens it without its fallback warning. Consolidated metadata is not yet part of the
+    Zarr v3 specification (zarr-python warns so); readers that do not know it read each array's own metadata, which
+    stays authoritative."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component")  # the record's marker folders
+        zarr.consolidate_metadata(str(path), zarr_format=3)
+
+
+def unconsolidate(path) -> None:
+    """Drop the consolidated metadata of the store at `path` (if any) before it changes: a stale copy would show
+    readers that use it (zarr's `open_group`, xarray by default) arrays of the old shape or without new variables."""
+    root = Path(path) / "zarr.json"
+    try:
+        meta = json.loads(root.read_text())
+    except (OSError, ValueError):
+        return
+    if meta.pop("consolidated_metadata", None) is not None:
+        atomic_write_text(root, json.dumps(meta, indent=2))
 
 
 def region_slices(n: int, size: int) -> list[slice]:
@@ -159,14 +187,22 @@ class RegionStore:
         each way, so an interruption leaves one of the two whole (`_recover` finishes or undoes it)."""
         if self.final is None or self.final == self.path:
             return self.path
-        old = _aside(self.final, "replaced")
-        if old.exists():
-            _remove(old)
-        if self.final.exists() or self.final.is_symlink():
-            os.rename(self.final, old)
-        os.rename(self.path, self.final)
+        return swap_into_place(self.path, self.final)
+
+
+def swap_into_place(new: Path, final: Path) -> Path:
+    """Replace `final` (a store or a model directory, if it exists) by `new`, written aside beside it: one rename
+    each way via `.<name>.replaced`, so an interruption leaves one of the two whole (`_recover` finishes or undoes
+    it). Returns `final`."""
+    new, final = Path(new), Path(final)
+    old = _aside(final, "replaced")
+    if old.exists():
         _remove(old)
-        return self.final
+    if final.exists() or final.is_symlink():
+        os.rename(final, old)
+    os.rename(new, final)
+    _remove(old)
+    return final
 
 
 def _now() -> str:
@@ -289,7 +325,9 @@ def create(
             if overwrite:
                 where, final = _aside(path, "overwrite"), path
             else:
-                return _refresh_template(_existing(path, dim, region_size, n, fingerprint), template), True
+                rs = _existing(path, dim, region_size, n, fingerprint)
+                unconsolidate(path)  # the store is resumed, so it may change: no reader may see its old metadata
+                return _refresh_template(rs, template), True
         if where.exists():  # an overwrite interrupted earlier: resume it if it is the same job
             try:
                 return _refresh_template(_existing(where, dim, region_size, n, fingerprint, final), template), True
@@ -646,6 +684,7 @@ def write_regions(
     try:
         failures = _write_regions(store, make_region, client, n_threads, on_error, progress, desc, resources, only)
         if not failures and store.complete:
+            consolidate(store.path)  # before the swap: the published store is whole, consolidated metadata included
             store.publish()
         return failures
     finally:

@@ -13,3 +13,14 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/data is absent (it exists in the project's CI and developer checkouts only)")
     return SHARED
+
+
+def pytest_configure(config):
+    # Under pytest-xdist (`make test` runs two workers on two cores) each worker gets one torch/BLAS thread, so the
+    # workers do not oversubscribe the cores; Dask clusters started by tests still spawn their own processes.
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)

@@ -32,6 +32,7 @@ def test_without_cuda_it_says_it_skips_and_exits_0(tmp_path):
     assert not (tmp_path / "gpu.json").exists()
 
 
+@pytest.mark.slow  # every step of the GPU benchmark on CPU (~25 s on 2 cores); CI checks the clean skip above
 def test_tiny_cpu_run_exercises_every_step_and_writes_one_json(tmp_path):
     out = tmp_path / "gpu.json"
     done = _run("--device", "cpu", "--tiny", "--out", str(out), tmp_path=tmp_path)

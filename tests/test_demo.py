@@ -38,6 +38,19 @@ def test_quick_demo_runs_the_whole_chain(tmp_path):
     assert 0.0 <= acc["coverage68"] <= 1.0
     for fig in summary["figures"]:
         assert (tmp_path / fig).is_file() or __import__("pathlib").Path(fig).is_file()
+    # every store the chain wrote opens with plain xarray, without its "not consolidated" warning, and holds what
+    # gridkit reads without consolidated metadata
+    import warnings
+
+    import xarray as xr
+
+    stores = sorted(out.rglob("*.zarr"))
+    assert {p.name for p in stores} >= {"base.zarr", "train.zarr", "survey.zarr", "catalog.zarr"}, stores
+    for path in stores:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            plain = xr.open_zarr(path)
+        assert set(plain.variables) == set(xr.open_zarr(path, consolidated=False).variables), path
     # a rerun resumes: every stage is found done
     assert main(["demo", "--quick", "--out", str(out), "--sun", "none", "--no-progress", "--workers", "1"]) == 0
 
@@ -49,3 +62,33 @@ def test_demo_config_rejects_bad_sizes():
         DemoConfig(snr=(20.0, 100.0), survey_snr=50.0)
     with pytest.raises(ConfigError, match="epochs"):
         DemoConfig(epochs=0)
+
+
+def test_catalog_figure_has_a_panel_per_label_with_units():
+    import matplotlib.pyplot as plt
+    import xarray as xr
+
+    from catalogs.schema import QUANTILES
+    from gridkit.demo import _catalog_figure
+    from gridkit.schema import label_attrs
+
+    labels = ("teff", "logg", "feh", "vmic", "vbroad", "c_fe", "mg_fe")
+    rng = np.random.default_rng(0)
+    n, z = 5, np.array([-1.96, -1.0, 0.0, 1.0, 1.96])
+    data = {}
+    for lab in labels:
+        t = rng.normal(size=n)
+        data[lab] = (("star",), t + 0.1, {**label_attrs(lab), "long_name": f"{label_attrs(lab)['long_name']} (maximum a posteriori)"})
+        data[f"{lab}_quantiles"] = (("star", "quantile"), t[:, None] + 0.1 * z, label_attrs(lab))
+        data[f"true_{lab}"] = (("star",), t, label_attrs(lab))
+    cat = xr.Dataset(data, coords={"star": np.arange(n), "quantile": np.array(QUANTILES)})
+    fig = _catalog_figure(cat)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    xl = [ax.get_xlabel() for ax in shown]
+    yl = [ax.get_ylabel() for ax in shown]
+    titles = [ax.get_title() for ax in shown]
+    plt.close(fig)
+    assert len(shown) == len(labels) and len(fig.axes) == 8  # 2 rows of 4, the spare cell hidden
+    assert xl[0] == "true teff [K]" and yl[0] == "MAP teff [K]" and titles[0] == "effective temperature"
+    assert xl[2] == "true feh [dex]" and "[dex]" in yl[5]
+    assert all(f" {lab}" in x for lab, x in zip(labels, xl))

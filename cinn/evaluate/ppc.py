@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -163,6 +163,7 @@ class PPCResult:
     band: np.ndarray  # (S, 3, W) 16/50/84 % of the re-simulated draws
     truth_flux: np.ndarray | None
     label_names: tuple
+    instrument: dict = field(default_factory=dict)  # {"instrument", "arms"} of the cube: names the figure's arm panels
 
     def stats(self) -> list[dict]:
         rows = []
@@ -226,18 +227,27 @@ def posterior_predictive(post: Posterior, flux, snr, generator, attrs: Mapping, 
     conv = convention or str(attrs.get("snr_convention", "per_angstrom"))
     snr_pix = snr_per_pixel(snr, pixel_widths(wl), conv)  # (S, W)
     sigma = np.abs(map_flux) / snr_pix
-    return PPCResult(wl, values, snr, sigma, maps, map_flux, band, truth_flux, tuple(names))
+    instrument = {k: attrs[k] for k in ("instrument", "arms") if k in attrs}
+    return PPCResult(wl, values, snr, sigma, maps, map_flux, band, truth_flux, tuple(names), instrument)
 
 
-def plot_ppc(res: PPCResult, path, *, model_ids=None, window: float = 25.0, max_spectra: int = 4) -> Path:
+def plot_ppc(res: PPCResult, path, *, model_ids=None, window: float = 25.0, max_spectra: int = 4,
+             instrument: Mapping | None = None) -> Path:
     """Fig. 7 style: per spectrum (rows) and arm (columns, a `window`-A stretch around the deepest line of the
     MAP model), the observed flux, the MAP model and the 68 % predictive band; below, the residual flux with
-    the +-1 sigma noise band."""
+    the +-1 sigma noise band. Arms named after `instrument` (keys `instrument`, `arms`; default: the cube's,
+    kept in `res.instrument`), else by their wavelength range."""
+    fig = ppc_figure(res, model_ids=model_ids, window=window, max_spectra=max_spectra, instrument=instrument)
+    return save_figure(fig, path)
+
+
+def ppc_figure(res: PPCResult, *, model_ids=None, window: float = 25.0, max_spectra: int = 4, instrument: Mapping | None = None):
+    """The matplotlib figure `plot_ppc` writes (open: the caller saves or closes it)."""
     from .saliency import arm_ranges
 
     plt = pyplot()
     wl = res.wavelength
-    arms = arm_ranges(wl)[:3]
+    arms = arm_ranges(wl, instrument if instrument is not None else res.instrument)[:3]
     n = min(res.observed.shape[0], max_spectra)
     fig = plt.figure(figsize=(max(5.5 * len(arms), 8.0), 3.3 * n + 0.4), constrained_layout=True)
     outer = fig.add_gridspec(n, len(arms))
@@ -276,4 +286,4 @@ def plot_ppc(res: PPCResult, path, *, model_ids=None, window: float = 25.0, max_
                 ax.legend(fontsize=6, loc="lower left")
     fig.suptitle("Posterior predictive check (cf. Fig. 7): spectra re-simulated at the MAP and at posterior draws\n"
                  "with the grid's generator and degradation chain; below each: residual flux, grey = ±1σ noise", fontsize=10)
-    return save_figure(fig, path)
+    return fig

@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from gridkit.errors import ConfigError
-from gridkit.store import vlen_strings
+from gridkit.store import consolidate, vlen_strings
 from gridkit.synth import physics
 
 from .plotting import pyplot, save_figure
@@ -127,7 +127,8 @@ def saliency_maps(post: Posterior, flux, snr, *, n_latent: int = 32, seed: int =
 
 def write_saliency(ds: xr.Dataset, path) -> Path:
     path = Path(path)
-    vlen_strings(ds).to_zarr(path, mode="w", consolidated=False)
+    vlen_strings(ds).to_zarr(path, mode="w", consolidated=False, zarr_format=3)
+    consolidate(path)
     return path
 
 
@@ -152,7 +153,9 @@ def line_positions(wl_min: float, wl_max: float, element: str, n: int = 8) -> li
 
 def arm_ranges(wavelength: np.ndarray, instrument: Mapping | None = None) -> list[tuple[str, float, float]]:
     """(name, lo, hi) of each arm covered by `wavelength`: from the instrument the model was trained for where
-    registered, else from gaps in the wavelength grid (a step > 10 median steps starts a new arm)."""
+    registered (`instrument`: a cube's attrs or a model's `instrument` record, keys `instrument` and `arms`; e.g.
+    "green", "red" for 4MOST HR), else from gaps in the wavelength grid (a step > 10 median steps starts a new
+    arm), each named by its wavelength range ("5160-5730 Å")."""
     wl = np.asarray(wavelength, dtype=float)
     instrument = dict(instrument or {})
     try:
@@ -170,7 +173,7 @@ def arm_ranges(wavelength: np.ndarray, instrument: Mapping | None = None) -> lis
     breaks = np.flatnonzero(steps > 10 * np.median(steps))
     starts = np.r_[0, breaks + 1]
     ends = np.r_[breaks, wl.size - 1]
-    return [(f"arm{i + 1}" if len(starts) > 1 else "all", float(wl[a]), float(wl[b])) for i, (a, b) in enumerate(zip(starts, ends))]
+    return [(f"{wl[a]:.0f}-{wl[b]:.0f} Å", float(wl[a]), float(wl[b])) for a, b in zip(starts, ends)]
 
 
 def plot_saliency(ds: xr.Dataset, out_dir, *, instrument: Mapping | None = None, tag: str = "", labels: Sequence[str] | None = None,
@@ -204,9 +207,11 @@ def plot_saliency(ds: xr.Dataset, out_dir, *, instrument: Mapping | None = None,
             ax.tick_params(labelsize=7)
         axes[-1].set_xlabel("wavelength [Å]")
         fig.supylabel("median |∂label/∂flux| / max", fontsize=9, x=0.01)
-        fig.suptitle(f"Saliency, {arm + ' arm' if arm != 'all' else 'spectrum'} ({lo:.0f}-{hi:.0f} Å), {ds.attrs.get('n_spectra', '?')} spectra"
+        named = not arm.endswith(" Å")  # an instrument's arm, not a range inferred from the grid
+        fig.suptitle(f"Saliency, {arm + ' arm' if named else 'spectrum'} ({lo:.0f}-{hi:.0f} Å), {ds.attrs.get('n_spectra', '?')} spectra"
                      + (f" at S/N {ds.attrs['snr']:g}" if "snr" in ds.attrs else "")
                      + "; red ticks: strongest lines of the label's element, blue: Balmer (cf. Figs. A.4, A.5)", fontsize=10)
-        name = f"figA4_saliency_{arm}" + (f"_{tag}" if tag else "")
-        paths[f"saliency_{arm}"] = save_figure(fig, out_dir / f"{name}.png")
+        key = arm if named else f"{lo:.0f}-{hi:.0f}"  # file names without blanks or Å
+        name = f"figA4_saliency_{key}" + (f"_{tag}" if tag else "")
+        paths[f"saliency_{key}"] = save_figure(fig, out_dir / f"{name}.png")
     return paths

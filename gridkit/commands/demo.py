@@ -10,7 +10,7 @@ def register(sub):
         help="run the whole chain on the built-in default: synth -> degrade -> train -> evaluate -> mock survey -> infer -> catalog",
         description="Synthesize an analytic grid, degrade it to 4MOST HR, train a CPU-sized cINN, evaluate it, run a mock "
                     "survey through `infer` on a Dask LocalCluster, query the catalog; prints a results table and writes "
-                    "figures. About 15 minutes on 2 cores with the defaults; rerunning resumes.",
+                    "figures. About 12 minutes on 2 cores with the defaults; rerunning resumes.",
     )
     p.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
     p.add_argument("--models", type=int, default=None, help="models in the grid (default 2000)")

@@ -1,8 +1,11 @@
 """`gridkit train train.zarr --out model_dir`: train the cINN on a degraded cube (or a noiseless grid, with noise
 drawn on the fly) and write a model directory (safetensors + JSON); `--resume` continues from its last checkpoint
-with results identical to an uninterrupted run. See docs/cinn.md.
+with results identical to an uninterrupted run; `--overwrite` replaces an existing model directory only once the
+new model is complete (trained aside until then). See docs/cinn.md.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 from ._common import add_device, add_progress
 
@@ -20,6 +23,8 @@ def register(sub):
     add_device(p, default=None, help_default="the config's, auto")
     p.add_argument("--resume", action="store_true", help="continue from out/checkpoint (identical to an uninterrupted run; with "
                                                          "the checkpoint's config, seed and device)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory: the new model is trained aside "
+                                                            "and replaces it only once complete (not with --resume)")
     add_progress(p)
     p.set_defaults(func=_run)
 
@@ -30,6 +35,9 @@ def _run(args):
     from ..errors import ConfigError
 
     config = args.config
+    if args.overwrite and args.resume:
+        raise ConfigError("--overwrite and --resume exclude each other: --resume continues the training in --out, --overwrite "
+                          "replaces it with a new one; pass one of them")
     over = {k: v for k, v in {"seed": args.seed, "device": args.device}.items() if v is not None}
     if over and args.resume:
         raise ConfigError(f"--resume continues with the checkpoint's config; drop {', '.join('--' + k for k in over)}")
@@ -37,10 +45,14 @@ def _run(args):
         from cinn.config import as_config
 
         from ..files import check_output
+        from ..store import _aside
 
         check_output(args.out, [args.cube, args.config], what="out_dir (--out)")
+        if args.overwrite:
+            check_output(_aside(Path(args.out), "overwrite"), [args.cube, args.config], what="out_dir (--out) staging directory")
         config = as_config(args.config).replace(**over)
     out = cinn.train(args.cube, args.out, config=config, epochs=args.epochs, batches_per_epoch=args.batches_per_epoch,
-                     batch_size=args.batch_size, resume=args.resume, progress=not args.no_progress)
+                     batch_size=args.batch_size, resume=args.resume, progress=not args.no_progress,
+                     overwrite=args.overwrite)
     print(f"model written: {out}")
     return 0

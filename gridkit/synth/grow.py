@@ -159,6 +159,7 @@ def _prepare_existing(path: Path, job: dict, fp: str, n: int, region: int, lab: 
 def _grow(path: Path, rs: _store.RegionStore, n: int, region: int) -> None:
     """Resize the `model` arrays of the store at `path` from rs.n to n models. Each step is idempotent and the target is
     recorded first, so an interrupted growth is finished by the next run."""
+    _store.unconsolidate(path)  # the arrays change shape: no reader may see the old metadata
     record = zarr.open_group(str(path / _store.RECORD_GROUP), mode="r+")
     record.attrs["growing_to"] = int(n)
     kept = {str(k): int(v) for k, v in dict(record.attrs.get("kept_rows", {})).items()}

@@ -40,6 +40,10 @@ def store_differences(a, b, *, ignore_attrs: Iterable[str] = VOLATILE_ATTRS) -> 
                 out.append(f"chunk {rel} differs")
             continue
         ja, jb = json.loads(x), json.loads(y)
+        # consolidated metadata is a copy of every node's own zarr.json (compared one by one here, the record's times
+        # aside): only whether a store has it counts
+        if (ja.pop("consolidated_metadata", None) is None) != (jb.pop("consolidated_metadata", None) is None):
+            out.append(f"metadata {rel} is consolidated in one store only")
         attrs_a, attrs_b = ja.pop("attributes", {}) or {}, jb.pop("attributes", {}) or {}
         if ja != jb:
             out.append(f"array metadata {rel} differs")

@@ -82,6 +82,7 @@ def test_spawned_workers_serve_the_same_spectra(toy_cube):
         CINNConfig(worker_start="fork")
 
 
+@pytest.mark.slow  # spawns two loader workers twice (~35 s on 2 cores); test_spawned_workers_serve_the_same_spectra stays in CI
 def test_persistent_workers_follow_the_epoch_like_fresh_ones(toy_cube):
     """Training keeps its loader workers across epochs (no respawn per epoch); after set_epoch(e), a new
     iteration serves exactly what fresh workers started at epoch e serve (what a resumed run starts with).

@@ -154,3 +154,39 @@ def test_ppc_rebuilds_turbospectrum_for_the_shared_grid_and_reproduces_a_model(s
     model = resimulate(gen, truths(one, LABEL_NAMES), LABEL_NAMES, observed.attrs, observed.wavelength.values)
     diff = observed.flux.values - model
     assert np.sqrt(np.mean(diff**2)) < 2e-3
+
+
+def _fake_ppc(wl, instrument=None):
+    """A PPCResult on `wl` with made-up fluxes (no model, no synthesis): enough to draw the figure."""
+    from cinn.evaluate.ppc import PPCResult
+
+    flux = 1.0 - 0.5 * np.exp(-0.5 * ((wl[None, :] - wl[len(wl) // 3]) / 0.2) ** 2)
+    band = np.stack([flux - 0.01, flux, flux + 0.01], axis=1)
+    return PPCResult(wl, flux + 0.001, np.array([100.0]), np.full_like(flux, 0.01), np.zeros((1, 1)), flux, band, None,
+                     ("teff",), dict(instrument or {}))
+
+
+def test_ppc_panels_are_named_after_the_instruments_arms():
+    from cinn.evaluate.plotting import pyplot
+    from cinn.evaluate.ppc import ppc_figure
+    from cinn.evaluate.saliency import arm_ranges
+    from gridkit import instruments
+
+    hr = instruments.get("4most-hr")
+    wl = hr.wavelength(["green", "red"])  # pixel centres, 0.05 A apart
+    attrs = {"instrument": "4most-hr", "arms": "green,red"}  # as a degraded cube's attrs hold them
+    assert [a for a, _, _ in arm_ranges(wl, attrs)] == ["green", "red"]
+    assert [a for a, _, _ in arm_ranges(wl, {"instrument": "4most-hr", "arms": ["green", "red"]})] == ["green", "red"]
+    # no instrument: the arms named by their wavelength range, never arm1/arm2
+    assert [a for a, _, _ in arm_ranges(wl)] == ["5160-5730 Å", "6100-6790 Å"]
+
+    plt = pyplot()
+    fig = ppc_figure(_fake_ppc(wl, attrs), model_ids=["S1"])  # the instrument kept by posterior_predictive from the cube's attrs
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    plt.close(fig)
+    assert len(titles) == 2 and ", green:" in titles[0] and ", red:" in titles[1]
+    assert not any("arm1" in t or "arm2" in t for t in titles)
+    fig = ppc_figure(_fake_ppc(wl))  # a grid without an instrument
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    plt.close(fig)
+    assert "5160-5730 Å" in titles[0] and "6100-6790 Å" in titles[1]

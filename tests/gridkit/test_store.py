@@ -119,3 +119,33 @@ def test_a_store_is_the_same_job_however_its_path_is_spelt(tmp_path, monkeypatch
     assert sorted((tmp_path / "cube.zarr" / "_gridkit" / "done").iterdir()) == done
     with pytest.raises(StoreError, match="different job"):  # another job is still refused
         degrade_store("base.zarr", "cube.zarr", inst, snr=[60.0], progress=False)
+
+
+def test_finished_store_opens_plainly_and_changes_drop_the_stale_copy(tmp_path):
+    """A complete store opens with plain `xr.open_zarr(path)` without a warning; a job that resumes it (and may change
+    it) first drops the consolidated copy, so zarr and xarray never see metadata older than the arrays (an overwrite
+    leaves the old store untouched until the swap: tests/gridkit/test_store_safety.py)."""
+    import json
+    import warnings
+
+    import zarr
+
+    path = tmp_path / "a.zarr"
+    rs, _ = store.create(path, _template(), dim="model", region_size=3, fingerprint="x")
+    store.write_regions(rs, Noisy(fail_on={2}), on_error="record", progress=False)
+    assert "consolidated_metadata" not in json.loads((path / "zarr.json").read_text())  # incomplete: not consolidated
+    rs, _ = store.create(path, _template(), dim="model", region_size=3, fingerprint="x")
+    store.write_regions(rs, Noisy(), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(path)
+    assert set(ds.data_vars) == {"flux", "teff"}
+    np.testing.assert_array_equal(ds.flux.values, _read(path))
+
+    rs, resumed = store.create(path, _template(), dim="model", region_size=3, fingerprint="x")  # resumed: it may change
+    try:
+        assert resumed and "consolidated_metadata" not in json.loads((path / "zarr.json").read_text())
+        zarr.open_group(str(path), mode="r+")["flux"].resize((12, 7))
+        assert zarr.open_group(str(path), mode="r")["flux"].shape == (12, 7)  # no stale shape from a consolidated copy
+    finally:
+        store.release(path)
