@@ -1,7 +1,7 @@
 """Lazy survey inference in xarray: `summarize_dataset(model_dir, survey)` -> the catalog as a lazy Dataset.
 
     import cinn, catalogs
-    survey = cinn.survey.open_survey("survey.zarr")            # or xr.open_zarr(..., consolidated=False)
+    survey = cinn.survey.open_survey("survey.zarr")            # or xr.open_zarr("survey.zarr")
     cat = cinn.summarize_dataset("model_dir", survey, samples=4096, seed=0)   # nothing computed yet
     cat.isel(star=slice(0, 10)).compute()                        # the chunk(s) holding these stars only
     cinn.write_catalog(cat, "catalog.zarr")                      # restartable, `catalogs.open` accepts it
@@ -123,7 +123,7 @@ def summarize_dataset(
     """The catalog of `survey_ds` by the model in `model_dir`, as a lazy Dataset (nothing is computed until asked).
 
     survey_ds: a survey Dataset (flux(star, wavelength), snr(star), star_id(star); e.g. `cinn.survey.open_survey(path)`
-    or `xr.open_zarr(path, consolidated=False)`) or the path of a survey store. samples, seed, calibrated, missing,
+    or `xr.open_zarr(path)`) or the path of a survey store. samples, seed, calibrated, missing,
     device: as `cinn.survey.infer`; the values equal those `infer` writes with the same arguments (star j's draws
     depend on (seed, j), j its row in `survey_ds`: pass the whole survey and select stars from the result).
     chunk: stars per block (default: the survey's chunk along `star`, at most 1024, as `infer`). client: the Dask
