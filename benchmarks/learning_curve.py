@@ -32,9 +32,11 @@ import sys
 import time
 from pathlib import Path
 
+from gridkit.schema import LABEL_NAMES
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "reference-tsgrid-lte.yaml"
-LABELS = ("teff", "logg", "feh", "vmic", "vbroad", "c_fe", "n_fe", "mg_fe", "si_fe", "ca_fe", "ti_fe", "mn_fe", "li_fe")
+LABELS = LABEL_NAMES  # the 13 labels of the reports' columns
 MAIN = ("teff", "logg", "feh", "mg_fe", "ca_fe")
 TEX = {"teff": r"$T_\mathrm{eff}$ [K]", "logg": r"$\log g$", "feh": "[Fe/H]", "vmic": r"$v_\mathrm{mic}$", "vbroad": r"$v_\mathrm{broad}$",
        "c_fe": "[C/Fe]", "n_fe": "[N/Fe]", "mg_fe": "[Mg/Fe]", "si_fe": "[Si/Fe]", "ca_fe": "[Ca/Fe]", "ti_fe": "[Ti/Fe]",

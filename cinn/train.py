@@ -27,8 +27,8 @@ import torch
 from catalogs.schema import QUANTILES
 from gridkit.errors import ConfigError, GridkitError, StoreError
 from gridkit.files import atomic_output, check_output, jsonable
-from gridkit.store import _aside, _lock, _recover, _remove, reading, release, swap_into_place
 from gridkit.schema import label_attrs
+from gridkit.store import _aside, _lock, _recover, _remove, reading, release, swap_into_place
 
 from . import checkpoint as ck
 from .config import CINNConfig, as_config
@@ -93,8 +93,8 @@ class Trainer:
         # recorded by run(), nothing is written here; with train_models, "train" is the subset used, the single source of
         # everything fitted on the training split below (label transform, bounds, quantiles, flux statistics, flux basis)
         self.split = split_models(st.model_ids, cfg.split, cfg.split_seed, train_models=cfg.train_models)
-        self.split_info = split_info(cfg.split_seed, cfg.split, cfg.train_models,
-                                     split_models(st.model_ids, cfg.split, cfg.split_seed)["train"].size)
+        whole_train = len(st.model_ids) - self.split["test"].size - self.split["validation"].size  # before train_models
+        self.split_info = split_info(cfg.split_seed, cfg.split, cfg.train_models, whole_train)
         self.pos = {k: _positions(st, v) for k, v in self.split.items()}
         index = {v: i for i, v in enumerate(st.model_ids.tolist())}
         digests = model_digests(st.model_ids, st.labels)

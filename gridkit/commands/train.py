@@ -35,9 +35,6 @@ def _run(args):
     from ..errors import ConfigError
 
     config = args.config
-    if args.overwrite and args.resume:
-        raise ConfigError("--overwrite and --resume exclude each other: --resume continues the training in --out, --overwrite "
-                          "replaces it with a new one; pass one of them")
     over = {k: v for k, v in {"seed": args.seed, "device": args.device}.items() if v is not None}
     if over and args.resume:
         raise ConfigError(f"--resume continues with the checkpoint's config; drop {', '.join('--' + k for k in over)}")
