@@ -176,3 +176,48 @@ def test_snr_outside_the_training_range_warns(post, some):
     with pytest.warns(ExtrapolationWarning, match="1 of 2 spectra have S/N outside the model's training range 25-150"):
         ds = post.summarize(flux.values[:2], np.array([lo, 3 * hi]), n=16)
     assert np.isfinite(ds.teff.values).all()
+
+
+def _omp_max_threads():
+    """omp_get_max_threads() of the calling thread, from the OpenMP runtime torch loaded (None if there is none)."""
+    import ctypes
+
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line}
+    for path in sorted(paths):
+        try:
+            return ctypes.CDLL(path).omp_get_max_threads()
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def test_a_new_thread_runs_the_network_with_torchs_thread_count(post, some):
+    """A thread that never called torch.set_num_threads (infer's region threads, dask's threaded scheduler) must
+    run the network with the process's count, not one OpenMP thread per core (100x slower small ops when busy)."""
+    import os
+    import threading
+
+    import torch
+
+    flux, snr, _ = some
+    post.summarize(flux.values[:2], snr[:2], n=16, seed=0)  # torch's OpenMP runtime is loaded by now
+    if _omp_max_threads() is None or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs torch's OpenMP runtime and at least two cores")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    seen = {}
+
+    def run():
+        seen["fresh"] = _omp_max_threads()  # a new thread's default: one per core (or OMP_NUM_THREADS)
+        seen["ds"] = post.summarize(flux.values[:2], snr[:2], n=16, seed=0)
+        seen["after"] = _omp_max_threads()
+
+    try:
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen["after"] == 1, seen
+    xr.testing.assert_identical(seen["ds"], post.summarize(flux.values[:2], snr[:2], n=16, seed=0))
