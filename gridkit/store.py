@@ -634,6 +634,10 @@ def _differences(now: Mapping, stored: Mapping) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- the regions
+def _itself(obj):
+    return obj
+
+
 def _run_region(store: RegionStore, make_region: Callable[[int, slice], xr.Dataset], i: int, on_error: str,
                 inputs: str = "") -> tuple[int, str | None]:
     import dask
@@ -700,19 +704,26 @@ def _write_regions(store, make_region, client, n_threads, on_error, progress, de
     failures: dict[int, str] = {}
     bar = tqdm(total=len(store.regions), initial=len(store.regions) - len(todo), desc=desc, disable=not progress, unit="region")
     try:
-        if client is not None:
+        if client is not None and todo:
             from distributed import as_completed as dist_as_completed
 
-            futures = [
-                client.submit(_run_region, store, make_region, i, on_error, inputs[i], key=f"{desc}-{store.fingerprint[:8]}-{i}",
+            # make_region goes to the cluster once, as the result of a task (each worker fetches it once; recomputed if
+            # the worker holding it dies, which scattered data would not be), not pickled into every task: it can hold
+            # a whole label table or a lazy dataset's graph, and 924 tasks each carrying 3 MB held 3 GB in the
+            # scheduler and GBs on the workers (a 29,548-model synth)
+            maker = client.submit(_itself, make_region, key=f"make-region-{desc}-{store.fingerprint[:8]}", pure=False)
+            pending = dist_as_completed([
+                client.submit(_run_region, store, maker, i, on_error, inputs[i], key=f"{desc}-{store.fingerprint[:8]}-{i}",
                               resources=resources, pure=False)
                 for i in todo
-            ]
-            for fut in dist_as_completed(futures):
+            ])
+            for fut in pending:
                 i, reason = fut.result()
+                fut.release()  # a finished region's task is forgotten on the cluster now, not at the end of the job
                 if reason is not None:
                     failures[i] = reason
                 bar.update(1)
+            del maker
         else:
             with ThreadPoolExecutor(max_workers=n_threads or os.cpu_count() or 1) as pool:
                 futures = [pool.submit(_run_region, store, make_region, i, on_error, inputs[i]) for i in todo]

@@ -96,6 +96,37 @@ def test_write_dataset_with_distributed_client(tmp_path):
     np.testing.assert_allclose(out.flux.values, np.repeat(np.linspace(4000, 6000, 10)[:, None], 7, axis=1).astype("f4"))
 
 
+_PICKLED = {"count": 0}
+
+
+class _CountedRegion:
+    """make_region that counts how often it is pickled (a stand-in for one carrying a big label table or graph)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __getstate__(self):
+        _PICKLED["count"] += 1
+        return self.__dict__
+
+    def __call__(self, i, sl):
+        return self.ds.isel(model=sl).compute()
+
+
+def test_a_distributed_job_ships_make_region_once_not_with_every_task(tmp_path):
+    from distributed import Client, LocalCluster
+
+    ds = _template(n=24).assign(flux=lambda d: d.flux + d.teff.astype("f4"))
+    rs, _ = store.create(tmp_path / "g.zarr", ds, dim="model", region_size=2, fingerprint="once")
+    _PICKLED["count"] = 0
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        assert store.write_regions(rs, _CountedRegion(ds), client=client, progress=False) == {}
+        assert not client.who_has()  # every task of the job is released when it ends: nothing left on the workers
+    assert 1 <= _PICKLED["count"] <= 2 < len(rs.regions)  # 12 regions; one copy (at most one more in transit), not 12
+    out = xr.open_zarr(tmp_path / "g.zarr", consolidated=False)
+    xr.testing.assert_allclose(out.flux.load(), ds.flux.load())
+
+
 def test_rng_depends_only_on_keys():
     a = store.rng_for(1, 5, 2).normal(size=4)
     assert np.array_equal(a, store.rng_for(1, 5, 2).normal(size=4))
