@@ -58,6 +58,9 @@ def register(sub):
 
     i = cmds.add_parser("info", help="size, labels, columns and provenance of a catalog")
     i.add_argument("catalog")
+    i.add_argument("--counts", action=argparse.BooleanOptionalAction, default=None,
+                   help="count the stars flagged per quality column (reads those columns); default: only for catalogs of "
+                        f"at most {COUNT_MAX:,} stars, so that info stays instant on a survey-size catalog")
     i.set_defaults(func=_reading(_info, lambda args: [args.catalog]))
 
 
@@ -153,8 +156,17 @@ def _calibrate(args):
     return 0
 
 
+#: `catalog info` counts flagged stars by default up to this size (25M stars: ~15 s of reading)
+COUNT_MAX = 1_000_000
+
+
 def _info(args):
     import catalogs
 
-    print(catalogs.info(catalogs.open(args.catalog)))
+    cat = catalogs.open(args.catalog)
+    n = int(cat.sizes["star"])
+    counts = args.counts if args.counts is not None else n <= COUNT_MAX
+    print(catalogs.info(cat, counts=counts))
+    if not counts and args.counts is None:
+        print(f"(flag counts not read for {n:,} stars: pass --counts)")
     return 0

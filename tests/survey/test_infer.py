@@ -159,7 +159,7 @@ def test_cli_infer_on_an_existing_scheduler_prints_the_dashboard_and_loads_once_
     assert sum(loads.values()) >= 1 and all(v <= 1 for v in loads.values()), loads  # once per worker, 10 tasks
 
 
-def test_cli_catalog_query_export_info(real_catalog, tmp_path, capsys):
+def test_cli_catalog_query_export_info(real_catalog, tmp_path, capsys, monkeypatch):
     cat = catalogs.open(real_catalog).load()
     t, r = float(np.median(cat.teff.values)), float(np.median(cat.f_reject.values))
     expr = f"teff > {t!r} and (not flag_extrapolated or f_reject < {r!r})"
@@ -181,6 +181,15 @@ def test_cli_catalog_query_export_info(real_catalog, tmp_path, capsys):
     assert main(["catalog", "info", str(real_catalog)]) == 0
     info = capsys.readouterr().out
     assert "160 stars" in info and "teff_p02_5" in info and cat.attrs["model_id"] in info
+    assert f"flagged flag_extrapolated: {int(cat.flag_extrapolated.sum())} " in info  # small: counted by default
+    import gridkit.commands.catalog as catalog_cli
+
+    monkeypatch.setattr(catalog_cli, "COUNT_MAX", 100)  # above it, info reads nothing per star unless --counts
+    assert main(["catalog", "info", str(real_catalog)]) == 0
+    info = capsys.readouterr().out
+    assert "160 stars" in info and "flagged" not in info and "pass --counts" in info
+    assert main(["catalog", "info", str(real_catalog), "--counts"]) == 0
+    assert "flagged flag_extrapolated" in capsys.readouterr().out
 
 
 def test_cli_catalog_merge_and_calibrate(analytic_model, real_catalog, tmp_path, capsys):
