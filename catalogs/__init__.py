@@ -158,7 +158,7 @@ def select(cat: xr.Dataset, star_id: Iterable[str] | None = None, columns: Itera
         if (pos < 0).any():
             missing = [s for s, p in zip(wanted, pos) if p < 0]
             raise GridError(f"star_id not in the catalog: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
-        cat = cat.isel({STAR: pos})
+        cat = cat.isel({STAR: _index.as_slice(pos)})
     if columns is not None:
         cols = {name: column(cat, name) for name in columns}
         keep = cat.drop_vars([v for v in cat.data_vars] + [c for c in cat.coords if c not in ("star_id", STAR)])

@@ -331,6 +331,16 @@ def take_rows(data, rows: np.ndarray, cache: dict | None = None):
     return da.concatenate(pieces, axis=0) if pieces else data[rows]
 
 
+def as_slice(pos: np.ndarray):
+    """`pos` as a slice when it is one increasing run of rows (one star, or neighbours), else `pos`. A dask slice reads
+    only the Zarr chunk holding the rows; an index array reads each whole dask chunk (a shard of 262,144 stars): one
+    star's row of a 1M-star catalog loaded in 90 ms instead of 880 ms (docs/catalogs.md)."""
+    pos = np.asarray(pos)
+    if pos.ndim == 1 and pos.size and (pos.size == 1 or bool((np.diff(pos) == 1).all())):
+        return slice(int(pos[0]), int(pos[0]) + pos.size)
+    return pos
+
+
 def _rows_of(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return block[rows]
 
@@ -401,7 +411,7 @@ class StarIdIndex(Index):
         if (pos < 0).any():
             missing = [w for w, p in zip(wanted, pos) if p < 0]
             raise KeyError(f"star_id not in the catalog: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
-        return IndexSelResult({self.dim: int(pos[0]) if scalar else pos})
+        return IndexSelResult({self.dim: int(pos[0]) if scalar else as_slice(pos)})
 
     def isel(self, indexers):
         idx = indexers.get(self.dim)

@@ -540,7 +540,7 @@ def _prepare(model_dir, survey_path, out, samples, chunk, seed, client, overwrit
         fp = _store.fingerprint(fp, {"interval calibration": calibration.summary()})
     template = _template(survey, post, survey_path, model_dir, n, chunk, samples, seed, command, keep_samples=keep_samples, missing=missing)
     template.attrs["interval_calibration"] = "none" if calibration is None else calibration.summary()
-    from catalogs.schema import catalog_encoding  # one shard per region when chunk is a multiple of 65536 stars
+    from catalogs.schema import catalog_encoding  # one shard per region when chunk is a multiple of CHUNK_ROWS stars above it
 
     store, resumed = _store.create(out, template, dim=STAR, region_size=chunk, fingerprint=fp, overwrite=overwrite,
                                    inputs=[survey_path, model_dir], encoding=catalog_encoding(template, chunk))

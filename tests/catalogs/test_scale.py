@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 from catalog_fakes import make_catalog
 
@@ -83,6 +84,25 @@ def test_lookup_equals_a_naive_search_in_any_order_and_names_missing_ids(big):
     # a fresh process' view: the stored index, read lazily
     cindex._CACHE.clear()
     assert list(catalogs.select(catalogs.open(path), star_id=wanted[::-1]).star_id.values) == wanted[::-1]
+
+
+def test_one_star_or_a_run_of_neighbours_is_a_slice_with_the_same_rows(big):
+    """One id (or ids of neighbouring rows, in order) selects by a slice, which reads one Zarr chunk per column instead
+    of each whole dask chunk: the result must be the same rows, index included (a second lookup on it works)."""
+    path, raw = big
+    cat = catalogs.open(path)
+    ids = list(raw.star_id.values)
+    assert cindex.as_slice(np.array([7])) == slice(7, 8) and cindex.as_slice(np.array([3, 4, 5])) == slice(3, 6)
+    assert isinstance(cindex.as_slice(np.array([5, 4])), np.ndarray) and isinstance(cindex.as_slice(np.array([3, 5])), np.ndarray)
+    for rows in ([1234], [600, 601, 602]):
+        wanted = [ids[k] for k in rows]
+        one = catalogs.select(cat, star_id=wanted).load()
+        ref = cat.isel(star=np.asarray(rows)).load()
+        xr.testing.assert_identical(one.drop_indexes("star_id").reset_coords("star_id"), ref.drop_indexes("star_id").reset_coords("star_id"))
+        np.testing.assert_array_equal(one.teff.values, raw.teff.values[rows])
+        xr.testing.assert_identical(cat.sel(star_id=wanted).load().drop_indexes("star_id"), one.drop_indexes("star_id"))
+        again = catalogs.select(one, star_id=wanted[::-1])  # its index maps store rows to its own rows
+        np.testing.assert_array_equal(again.teff.values, raw.teff.values[rows[::-1]])
 
 
 def test_lookup_of_non_ascii_ids_in_a_plain_zarr_catalog(tmp_path):
