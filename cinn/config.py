@@ -94,6 +94,9 @@ class CINNConfig:
     mask_run: int = 16
     #: samples held in the shuffle buffer (whole chunks are read into it, then shuffled)
     shuffle_buffer: int = 16384
+    #: ... but at most this many MB of them per loader process (the buffer is held twice while batches are cut):
+    #: 16384 spectra of the published 25,200 pixels are 1.65 GB, and each of `num_workers` holds one
+    shuffle_buffer_mb: float = 512.0
     num_workers: int = 2
     #: batches each worker prepares ahead
     prefetch: int = 4
@@ -116,6 +119,8 @@ class CINNConfig:
         if self.train_models is not None and (not isinstance(self.train_models, int) or isinstance(self.train_models, bool)
                                               or self.train_models < 1):
             raise ConfigError(f"train_models must be a positive integer (or None: the whole training split), got {self.train_models!r}")
+        if isinstance(self.shuffle_buffer_mb, bool) or not isinstance(self.shuffle_buffer_mb, (int, float)) or not 0 < self.shuffle_buffer_mb < float("inf"):
+            raise ConfigError(f"shuffle_buffer_mb must be a number > 0 (MB of samples per loader process), got {self.shuffle_buffer_mb!r}")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ConfigError(f"num_workers must be an integer >= 0, got {self.num_workers!r}")
         if self.subnet_layers < 2:

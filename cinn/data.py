@@ -432,6 +432,13 @@ class CubeStream(torch.utils.data.IterableDataset):
             pass_ += 1
 
 
+def buffer_samples(cfg, values_per_sample: int) -> int:
+    """Samples a loader process buffers: `cfg.shuffle_buffer`, capped at `cfg.shuffle_buffer_mb` of float32 samples of
+    `values_per_sample` values (flux, targets, S/N) and never below one batch."""
+    cap = int(cfg.shuffle_buffer_mb * 2**20 // (4 * max(int(values_per_sample), 1)))
+    return max(int(cfg.batch_size), min(int(cfg.shuffle_buffer), cap))
+
+
 def _to_batch(t, f, s):
     cond = np.concatenate([f, s[:, None]], axis=1)
     return torch.from_numpy(np.ascontiguousarray(t)), torch.from_numpy(np.ascontiguousarray(cond))

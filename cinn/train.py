@@ -32,7 +32,7 @@ from gridkit.store import _aside, _lock, _recover, _remove, reading, release, sw
 
 from . import checkpoint as ck
 from .config import CINNConfig, as_config
-from .data import (CubeStream, flux_digest, flux_digest_lazy, inverse_snr2_loguniform, logsnr_moments, make_loader, model_digests,
+from .data import (CubeStream, buffer_samples, flux_digest, flux_digest_lazy, inverse_snr2_loguniform, logsnr_moments, make_loader, model_digests,
                    open_training_store, split_digest, split_info, split_models, write_split)
 from .model import CINN
 from .transforms import LabelTransform, flux_basis, flux_statistics
@@ -141,7 +141,7 @@ class Trainer:
             flux_mean=self.flux_mean, flux_std=self.flux_std, logsnr_mean=self.logsnr[0], logsnr_std=self.logsnr[1],
             batch_size=cfg.batch_size, snr=st.snr, pixel_width=st.pixel_width, snr_range=cfg.snr_range,
             copies_per_model=cfg.copies_per_model, noiseless_snr_index=st.noiseless_snr_index, shuffle=shuffle,
-            shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, epoch=epoch, max_batches=max_batches, model_ids=st.model_ids,
+            shuffle_buffer=buffer_samples(cfg, self.flux_mean.size + self.targets.shape[1] + 1), seed=cfg.seed, epoch=epoch, max_batches=max_batches, model_ids=st.model_ids,
             wavelength=st.wavelength, mask_fraction=cfg.mask_fraction, mask_run=cfg.mask_run,
         )
 

@@ -156,3 +156,17 @@ def test_masking_augmentation_masks_runs_like_observed_spectra_and_feeds_the_inf
     flux = np.array([[0.9, np.nan, 0.8, np.inf, 0.7, 0.6]], dtype=np.float32)
     filled, n = sc.fill_masked(flux)
     assert n.tolist() == [2] and np.all(sc.flux(filled)[0, [1, 3]] == 0.0) and filled[0, 0] == np.float32(0.9)
+
+
+def test_the_shuffle_buffer_is_capped_in_megabytes_per_loader_process():
+    from cinn.config import CINNConfig
+    from cinn.data import buffer_samples
+
+    published = CINNConfig()  # 16384 samples, 512 MB
+    per_sample = 25200 + 13 + 1  # the published pixels, the labels, the S/N
+    n = buffer_samples(published, per_sample)
+    assert n == 512 * 2**20 // (4 * per_sample) == 5323 and n * 4 * per_sample <= 512 * 2**20  # not 1.65 GB
+    assert buffer_samples(published, 400) == 16384  # small spectra: the sample count rules
+    assert buffer_samples(CINNConfig(shuffle_buffer_mb=0.01, batch_size=64), 400) == 64  # never below one batch
+    with pytest.raises(ConfigError, match="shuffle_buffer_mb"):
+        CINNConfig(shuffle_buffer_mb=0)
