@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import traceback
+import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -711,7 +712,7 @@ def _write_regions(store, make_region, client, n_threads, on_error, progress, de
             # the worker holding it dies, which scattered data would not be), not pickled into every task: it can hold
             # a whole label table or a lazy dataset's graph, and 924 tasks each carrying 3 MB held 3 GB in the
             # scheduler and GBs on the workers (a 29,548-model synth)
-            maker = client.submit(_itself, make_region, key=f"make-region-{desc}-{store.fingerprint[:8]}", pure=False)
+            maker = client.submit(_itself, make_region, key=f"make-region-{desc}-{store.fingerprint[:8]}-{uuid.uuid4().hex[:8]}", pure=False)
             pending = dist_as_completed([
                 client.submit(_run_region, store, maker, i, on_error, inputs[i], key=f"{desc}-{store.fingerprint[:8]}-{i}",
                               resources=resources, pure=False)
