@@ -156,7 +156,7 @@ def _calibrate(args):
     return 0
 
 
-#: `catalog info` counts flagged stars by default up to this size (25M stars: ~15 s of reading)
+#: `catalog info` counts flagged stars by default up to this size (25M stars: 3 s of reading, against 0.9 s to open)
 COUNT_MAX = 1_000_000
 
 
