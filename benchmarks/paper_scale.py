@@ -66,8 +66,8 @@ def disk(path: Path) -> tuple[int, int]:
 
 
 def run_measured(cmd: list[str], log: Path, budget_s: float | None = None) -> dict:
-    """Run cmd (stdout/stderr to log); its wall time, the peak summed RSS of its process tree, wait4's largest process,
-    the mean load average, the exit status; stopped (SIGINT, then SIGTERM) after budget_s if given."""
+    """Run cmd (stdout/stderr to log); its wall time, the peak summed RSS and PSS of its process tree, wait4's largest
+    process, the mean load average, the exit status; stopped (SIGINT, then SIGTERM) after budget_s if given."""
     import psutil
 
     t0 = time.perf_counter()
