@@ -57,10 +57,28 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | 
     from safetensors.torch import save_file
 
     path = Path(path)
-    clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     with atomic_output(path) as tmp:
-        save_file(clean, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        save_file(_unshared(tensors), str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
     return sha256_file(path)
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors as safetensors takes them (contiguous, on the CPU, no two sharing memory): copied only where
+    needed (a view, a tensor whose storage another one also uses). Copying all of them held the published network's
+    weights and Adam state (1.1 GB) twice while a checkpoint was written, the training process's peak."""
+    out, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().cpu()
+        if v.numel() == 0:
+            out[k] = v.contiguous()
+            continue
+        storage = v.untyped_storage()
+        whole = v.is_contiguous() and v.storage_offset() == 0 and storage.nbytes() == v.numel() * v.element_size()
+        if not whole or storage.data_ptr() in seen:
+            v = v.contiguous().clone()
+        seen.add(v.untyped_storage().data_ptr())
+        out[k] = v
+    return out
 
 
 def read_tensors(path: Path, expected_sha256, recorded_in: str) -> tuple[dict[str, torch.Tensor], str]:

@@ -94,12 +94,12 @@ class CINNConfig:
     mask_run: int = 16
     #: samples held in the shuffle buffer (whole chunks are read into it, then shuffled)
     shuffle_buffer: int = 16384
-    #: ... but at most this many MB of them per loader process (the buffer is held twice while batches are cut):
-    #: 16384 spectra of the published 25,200 pixels are 1.65 GB, and each of `num_workers` holds one
-    shuffle_buffer_mb: float = 512.0
+    #: ... but at most this many MB of them per loader process: 16384 spectra of the published 25,200 pixels are
+    #: 1.65 GB, and each of `num_workers` holds one (256 MB: 2,661 of them, ~21 chunks of 32 models x 4 noisy copies)
+    shuffle_buffer_mb: float = 256.0
     num_workers: int = 2
     #: batches each worker prepares ahead
-    prefetch: int = 4
+    prefetch: int = 2
     #: "spawn" or "forkserver" (zarr v3 and CUDA do not survive fork)
     worker_start: str = "spawn"
 

@@ -410,8 +410,7 @@ class CubeStream(torch.utils.data.IterableDataset):
             yield from itertools.islice(batches, max(0, -(-(self.max_batches - wid) // nw)))
 
     def _shuffled(self, wid: int, nw: int):
-        parts = []
-        n_buf = 0
+        buf = _ShuffleBuffer(max(self.shuffle_buffer, self.batch_size), self.batch_size)
         counter = 0
         pass_ = 0
         while True:  # endless
@@ -422,14 +421,50 @@ class CubeStream(torch.utils.data.IterableDataset):
                     return
                 mine = [self.chunks[order[wid % len(order)]]]  # more workers than chunks: reuse one
             for ci in mine:
-                part = self.read_chunk(ci, rng_for(self.seed, self.epoch, 3, pass_, ci))
-                parts.append(part)
-                n_buf += part[0].shape[0]
-                if n_buf >= max(self.shuffle_buffer, self.batch_size):
-                    yield from self._batches(parts, rng_for(self.seed, self.epoch, 4, wid, counter), final=False)
+                buf.add(*self.read_chunk(ci, rng_for(self.seed, self.epoch, 3, pass_, ci)))
+                if buf.full:
+                    yield from buf.batches(rng_for(self.seed, self.epoch, 4, wid, counter))
                     counter += 1
-                    n_buf = sum(p[0].shape[0] for p in parts)
             pass_ += 1
+
+
+class _ShuffleBuffer:
+    """The shuffle buffer, held once: chunks are copied into preallocated arrays (grown only when a chunk does not
+    fit), each batch is gathered from them through a seeded permutation, and the rest (< one batch) moves to the
+    front. The batches are those of concatenating the parts and permuting (the rest first, then the new chunks)."""
+
+    def __init__(self, size: int, batch_size: int):
+        self.size, self.batch_size = int(size), int(batch_size)
+        self.n = 0
+        self.t = self.cond = None  # cond: the standardized flux with the S/N feature as its last column
+
+    @property
+    def full(self) -> bool:
+        return self.n >= self.size
+
+    def add(self, t, f, s) -> None:
+        k = t.shape[0]
+        if self.cond is None or self.n + k > self.cond.shape[0]:
+            cap = max(self.size - 1 + k, self.n + k)  # a buffer just below `size` plus one more chunk
+            cond = np.empty((cap, f.shape[1] + 1), dtype=np.float32)
+            tt = np.empty((cap, t.shape[1]), dtype=np.float32)
+            if self.n:
+                cond[:self.n], tt[:self.n] = self.cond[:self.n], self.t[:self.n]
+            self.cond, self.t = cond, tt
+        self.cond[self.n:self.n + k, :-1] = f
+        self.cond[self.n:self.n + k, -1] = s
+        self.t[self.n:self.n + k] = t
+        self.n += k
+
+    def batches(self, rng):
+        order = rng.permutation(self.n)
+        n_full = self.n // self.batch_size
+        for i in range(n_full):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield torch.from_numpy(self.t[idx]), torch.from_numpy(self.cond[idx])
+        rest = order[n_full * self.batch_size:]
+        self.cond[:rest.size], self.t[:rest.size] = self.cond[rest], self.t[rest]
+        self.n = int(rest.size)
 
 
 def buffer_samples(cfg, values_per_sample: int) -> int:

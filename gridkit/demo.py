@@ -32,6 +32,7 @@ DEMO_FILES = ("summary.json", "query.fits", "catalog.csv", "catalog.csv-metadata
 DEMO_NETWORK = {
     "n_blocks": 6, "subnet_width": 128, "subnet_layers": 3, "feature_layers": (256,), "n_features": 64,
     "lr": 1e-3, "lr_decay": 0.97, "patience": 6, "val_samples": 1024, "shuffle_buffer": 4096,
+    "shuffle_buffer_mb": 512,  # all 4096 spectra (413 MB, one process), as the demo's documented results were made
     # noise drawn afresh at every read (S/N log-uniform over the cube's range, from its highest-S/N copy): with
     # a thousand models the network otherwise learns the noise of the few stored copies by heart
     "loader": "dynamic", "copies_per_model": 4,
