@@ -285,12 +285,13 @@ class Posterior:
     def summarize(self, flux, snr, n: int = 4096, seed: int = 0, keys=None, calibrated: bool = True, keep: int = 0) -> xr.Dataset:
         """MAP, quantiles, f_reject and flag_extrapolated per spectrum (see the module docstring). With a calibration
         fitted for the model (`cinn.calibration`, model_dir/calibration.json) and `calibrated`, the quantiles are
-        rescaled around their median by it (the MAP and f_reject are not).
+        those of the calibrated draws (each spectrum's and label's monotone map: scale around the median, quantile
+        remap); the MAP and f_reject are not changed.
 
         keep: also return the first `keep` of the n draws of each spectrum, `samples(dim, draw, label)` (all of them, the
         ones outside the training bounds too), and `samples_in_bounds(dim, draw)` (the draws the quantiles are computed
-        from); calibrated like the quantiles (scaled around the median of the in-bounds draws), so that with keep = n the
-        quantiles of the in-bounds kept draws are the quantiles returned."""
+        from); calibrated like the quantiles (the map of all n draws), so that with keep = n the quantiles of the in-bounds
+        kept draws are the quantiles returned."""
         values, s, k, dim = self._inputs(flux, snr, keys)
         n = _check_n(n)
         keep = int(keep)
@@ -310,16 +311,12 @@ class Posterior:
             inside = self.in_bounds(phys)
             f_reject[lo:hi] = 1.0 - inside.mean(axis=1)
             maps[lo:hi] = self.map_estimate(phys, lq)
+            if calibrated and self.calibration is not None:  # each spectrum's monotone map, defined by its in-bounds draws
+                phys = self.calibration.apply_samples(phys, s[lo:hi], inside)
             for j in np.flatnonzero(inside.any(axis=1)):
                 quants[lo + j] = np.quantile(phys[j][inside[j]], QUANTILES, axis=0).T
             if keep:
                 kept[lo:hi], kept_in[lo:hi] = phys[:, :keep], inside[:, :keep]
-        if calibrated and self.calibration is not None:
-            if keep:  # around the median of the in-bounds draws (the quantiles' median); the draws' own where none is in bounds
-                med = quants[:, :, QUANTILES.index(0.5)]
-                med = np.where(np.isfinite(med), med, np.median(kept, axis=1))
-                kept = med[:, None, :] + self.calibration.factors(s)[:, None, :] * (kept - med[:, None, :])
-            quants = self.calibration.apply(quants, s, QUANTILES.index(0.5))
         out = self._dataset(maps, quants, f_reject, dim, flux)
         if keep:
             out = out.assign_coords(sample_coords(self.label_names, keep))

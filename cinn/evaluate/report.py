@@ -563,7 +563,7 @@ def _sample_results(post: Posterior, cube, spectra: _Spectra, samples: int, seed
             parts.append(result_from_samples(s, part.model_ids, part.truth, maps, draws))
             if calibration is not None:
                 raw_parts.append(parts[-1])
-                parts[-1] = result_from_samples(s, part.model_ids, part.truth, maps, calibration.apply_samples(draws, np.full(part.n, s)))
+                parts[-1] = result_from_samples(s, part.model_ids, part.truth, maps, calibration.apply_samples(draws, np.full(part.n, s), post.in_bounds(draws)))
             bar.update(part.n)
         results.append(concat_results(parts))
         if calibration is not None:

@@ -7,10 +7,11 @@ from ._common import floats
 def register(sub):
     p = sub.add_parser(
         "calibrate-intervals",
-        help="make a model's credible intervals calibrated: fit per-label, per-S/N scale factors on held-out spectra",
+        help="make a model's credible intervals calibrated: fit a per-label, per-S/N monotone map of its posterior on held-out spectra",
         description="Fit the interval calibration of MODEL_DIR on the spectra of its validation split (by default) in CUBE, a noisy cube "
                     "flux(model, snr, wavelength) of the training grid's models: per label and S/N, the factor around the posterior median "
-                    "that makes the central 68 %% interval hold the truth 68 %% of the time. Stored in MODEL_DIR/calibration.json; "
+                    "that makes the central 68 %% interval hold the truth 68 %% of the time, then the quantile remap that makes the truths' "
+                    "PIT uniform (every central interval at its level). Stored in MODEL_DIR/calibration.json; "
                     "`gridkit infer` and `gridkit evaluate` apply it (--no-calibration: not). See docs/cinn.md.",
     )
     p.add_argument("model_dir")
@@ -33,5 +34,10 @@ def _run(args):
     print("label     " + "".join(f"{f'S/N {s:g}':>10s}" for s in cal.snr))
     for j, lab in enumerate(cal.labels):
         print(f"{lab:9s} " + "".join(f"{v:10.3f}" for v in cal.scale[:, j]))
+    if cal.pit is not None:
+        print("then the quantile remap: the scaled posterior's level that becomes the median (0.5: no shift)")
+        mid = [cal.levels([v], [0.5])[0, :, 0] for v in cal.snr]
+        for j, lab in enumerate(cal.labels):
+            print(f"{lab:9s} " + "".join(f"{m[j]:10.3f}" for m in mid))
     print(f"written to {args.model_dir}/calibration.json")
     return 0
