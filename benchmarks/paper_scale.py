@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -128,6 +129,9 @@ def run(root: Path, models: int, chunk: int, workers: int, cube_minutes: float, 
             print(f"{step}: recorded already (--redo to run again)")
             continue
         print(f"{step}: {' '.join(cmds[step][1:])}", flush=True)
+        if redo and (root / OUTPUTS[step]).exists():  # this benchmark's own output of an earlier run: measured afresh, not resumed
+            print(f"  --redo: removing the earlier {root / OUTPUTS[step]}", flush=True)
+            shutil.rmtree(root / OUTPUTS[step])
         m = run_measured(cmds[step], root / f"{step}.log", cube_minutes * 60 if step == "cube" else None)
         out = root / OUTPUTS[step]
         m["disk_bytes"], m["files"] = disk(out)
@@ -168,7 +172,7 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=2, help="LocalCluster workers of synth and degrade (default 2)")
     ap.add_argument("--cube-minutes", type=float, default=20.0, help="stop the 19-S/N cube after this long (default 20)")
     ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {', '.join(STEPS)}")
-    ap.add_argument("--redo", action="store_true", help="run recorded steps again")
+    ap.add_argument("--redo", action="store_true", help="run recorded steps again (their earlier outputs under --root are removed first)")
     a = ap.parse_args(argv)
     if a.action == "table":
         print(table(json.loads((a.root / "paper_scale.json").read_text())))
