@@ -1,6 +1,7 @@
-"""Cost of the interval calibration per spectrum, beside the scale step alone (the calibration before the quantile
-remap): both map every draw of a spectrum (`Calibration.apply_samples`, what `Posterior.summarize` does before its
-quantiles), on draws of the published shape (4096 draws x 13 labels), then the quantiles as summarize takes them.
+"""Cost of the interval calibration per spectrum (`Calibration.apply_samples`, what `Posterior.summarize` does to the
+draws before taking their quantiles), beside the scale step alone (the calibration before the quantile remap) and
+beside the quantiles themselves, on draws of the published shape (4096 draws x 13 labels): spectra whose draws are
+all in bounds and spectra with some out of bounds (the quantiles vectorised over spectra in the first case).
 Run: `python -m benchmarks calibration [--spectra 256 --repeats 5]`."""
 from __future__ import annotations
 
@@ -37,28 +38,30 @@ def main(argv=None) -> None:
     scale_only, full = _calibrations(d)
     rng = np.random.default_rng(1)
     draws = rng.standard_normal((args.spectra, args.draws, d))
-    inside = rng.random((args.spectra, args.draws)) > 0.02
     snr = np.full(args.spectra, 50.0)
-
-    def quantiles(x):
-        return [np.quantile(x[j][inside[j]], QUANTILES, axis=0) for j in range(x.shape[0])]
-
-    times = {"quantiles only (no calibration)": [], "scale step alone + quantiles": [], "scale + quantile remap + quantiles": []}
-    for _ in range(args.repeats):  # interleaved
-        t0 = time.perf_counter()
-        quantiles(draws)
-        times["quantiles only (no calibration)"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        quantiles(scale_only.apply_samples(draws, snr, inside))
-        times["scale step alone + quantiles"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        quantiles(full.apply_samples(draws, snr, inside))
-        times["scale + quantile remap + quantiles"].append(time.perf_counter() - t0)
-    base = statistics.median(times["quantiles only (no calibration)"])
-    print(f"{args.spectra} spectra x {args.draws} draws x {d} labels, median of {args.repeats}:")
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"  {name:36s} {1e3 * med / args.spectra:7.2f} ms per spectrum  ({med / base:4.2f}x the quantiles alone)")
+    cases = {"every draw in bounds": np.ones((args.spectra, args.draws), bool),
+             "2 % of the draws out of bounds": rng.random((args.spectra, args.draws)) > 0.02}
+    print(f"{args.spectra} spectra x {args.draws} draws x {d} labels, ms per spectrum, median of {args.repeats}:")
+    for case, inside in cases.items():
+        times = {"quantiles (no calibration)": [], "scale step alone": [], "scale + quantile remap": []}
+        for _ in range(args.repeats):  # interleaved
+            t0 = time.perf_counter()
+            if inside.all():
+                np.quantile(draws, QUANTILES, axis=1)
+            else:
+                [np.quantile(draws[j][inside[j]], QUANTILES, axis=0) for j in range(args.spectra)]
+            times["quantiles (no calibration)"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            scale_only.apply_samples(draws, snr, inside)
+            times["scale step alone"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            full.apply_samples(draws, snr, inside)
+            times["scale + quantile remap"].append(time.perf_counter() - t0)
+        base = statistics.median(times["quantiles (no calibration)"])
+        print(f"  {case}:")
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            print(f"    {name:28s} {1e3 * med / args.spectra:7.2f}  ({med / base:4.2f}x the quantiles)")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,8 @@ class Calibration:
         if self.pit is None:
             return np.broadcast_to(nominal, (S, d, nominal.size)).copy()
         table = self._interp(self.pit, snr)  # (S, d, len(PIT_LEVELS)), monotone in the last axis
+        if nominal.shape == PIT_LEVELS.shape and np.array_equal(nominal, PIT_LEVELS):
+            return table
         return np.stack([[np.interp(nominal, PIT_LEVELS, table[i, j]) for j in range(d)] for i in range(S)])
 
     def apply_samples(self, samples: np.ndarray, snr, inside: np.ndarray | None = None) -> np.ndarray:
@@ -93,7 +95,7 @@ class Calibration:
         f = self.factors(snr)
         lev = self.levels(snr, PIT_LEVELS)
         out = np.empty_like(s)
-        for i in range(S):
+        for i in range(S):  # per spectrum: np.interp is C; a vectorised gather through double argsorts was 3x slower
             ref = s[i][inside[i]] if inside[i].any() else s[i]
             ref = np.sort(ref, axis=0)
             med = _at_levels(ref, np.full((d, 1), 0.5))[:, 0]
