@@ -8,8 +8,8 @@ core). The calibration is a monotone map of each label's posterior, per S/N, in 
    interval hold the truth of exactly 68 % of the fitting spectra (side by side: a truth above the median is measured
    against q84 - median, one below against median - q16). It brings the draws' range over the truths.
 2. **quantile remap** of the scaled posterior (Kuleshov et al. 2018, "Accurate uncertainties for deep learning using
-   calibrated regression"): where the truths' probability integral transform (PIT, the fraction of the scaled draws
-   below the truth) has the empirical quantile function G^-1, the calibrated quantile at level u is the scaled
+   calibrated regression"): where the truths' probability integral transform (PIT, the level of the scaled
+   posterior's quantile function at the truth) has the empirical quantile function G^-1, the calibrated quantile at level u is the scaled
    posterior's quantile at level G^-1(u). On the fitting spectra the PIT becomes uniform, so every central interval
    (50, 68, 90, 95 %) holds its level and the SBC ranks are flat, shape and median shifts included. G^-1 is
    tabulated at `PIT_LEVELS`; a calibration fitted before the remap existed (no `pit`) has the identity there.
@@ -116,7 +116,7 @@ class Calibration:
                "source": self.source}
         if self.pit is not None:
             doc["pit_levels"] = [float(v) for v in PIT_LEVELS]
-            doc["pit"] = [[[round(float(v), 6) for v in lab] for lab in row] for row in self.pit]
+            doc["pit"] = [[[float(v) for v in lab] for lab in row] for row in self.pit]  # unrounded: read back identical
         return doc
 
     @classmethod
