@@ -13,11 +13,13 @@ def read(tune_dir: Path) -> tuple[list[dict], list[str]]:
         rows = list(csv.DictReader(fh))
     params = [k for k in rows[0] if k not in ("number", "state", "value", "epochs_reported")] if rows else []
     for r in rows:
-        log = tune_dir / "trials" / r["number"] / "log.csv"
+        log = tune_dir / "trials" / f"{int(r['number']):04d}" / "log.csv"  # cinn.tune's trial directories
         r["curve"] = []
         if log.exists():
             with open(log, newline="") as fh:
                 r["curve"] = [(int(e["epoch"]), float(e["val_nll"])) for e in csv.DictReader(fh) if int(e["epoch"]) > 0 and e["val_nll"] not in ("", "nan")]
+        # the best validation NLL of the trial's epochs (Optuna's value of a pruned trial is its last report)
+        r["best"] = min(v for _, v in r["curve"]) if r["curve"] else (float(r["value"]) if r["value"] not in ("", None) else None)
     return rows, params
 
 
@@ -27,22 +29,25 @@ def plot(rows: list[dict], params: list[str], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if r["value"] not in ("", None)]
-    fig, axes = plt.subplots(1, 1 + len(params), figsize=(3.2 * (1 + len(params)), 3.2), squeeze=False)
-    ax = axes[0, 0]
-    best = min(done, key=lambda r: float(r["value"])) if done else None
+    done = [r for r in rows if r["best"] is not None]
+    ncol = 4
+    nrow = 1 + -(-len(params) // ncol)
+    fig = plt.figure(figsize=(3.3 * ncol, 3.0 * nrow))
+    ax = fig.add_subplot(nrow, 1, 1)
+    axes = [fig.add_subplot(nrow, ncol, ncol + i + 1) for i in range(len(params))]
+    best = min(done, key=lambda r: r["best"]) if done else None
     for r in rows:
         if r["curve"]:
             e, v = zip(*r["curve"])
             ax.plot(e, v, lw=2 if r is best else 0.8, color="C3" if r is best else ("C0" if r["state"] == "COMPLETE" else "0.6"))
     ax.set(xlabel="epoch", ylabel="validation NLL", title="trials (red: best, grey: pruned)")
-    for ax, p in zip(axes[0, 1:], params):
+    for ax, p in zip(axes, params):
         xs = [r[p] for r in done]
         try:
             xs = [float(x) for x in xs]
         except ValueError:
             pass
-        ax.scatter(xs, [float(r["value"]) for r in done], c=["C0" if r["state"] == "COMPLETE" else "0.6" for r in done], s=18)
+        ax.scatter(xs, [r["best"] for r in done], c=["C0" if r["state"] == "COMPLETE" else "0.6" for r in done], s=18)
         if p in ("lr", "weight_decay"):
             ax.set_xscale("log")
         ax.set(xlabel=p, title=f"best val NLL vs {p}")
@@ -54,12 +59,12 @@ def plot(rows: list[dict], params: list[str], out: Path) -> Path:
 
 
 def table(rows: list[dict], params: list[str], top: int = 8) -> str:
-    done = sorted((r for r in rows if r["value"] not in ("", None)), key=lambda r: float(r["value"]))
+    done = sorted((r for r in rows if r["best"] is not None), key=lambda r: r["best"])
     head = "| trial | state | epochs | best val NLL | " + " | ".join(params) + " |"
     lines = [head, "|" + "---|" * (4 + len(params))]
     for r in done[:top]:
         vals = [f"{float(r[p]):.3g}" if p in ("lr", "weight_decay") else r[p] for p in params]
-        lines.append(f"| {r['number']} | {r['state'].lower()} | {r['epochs_reported']} | {float(r['value']):.3f} | " + " | ".join(vals) + " |")
+        lines.append(f"| {r['number']} | {r['state'].lower()} | {r['epochs_reported']} | {r['best']:.3f} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
 

@@ -15,8 +15,8 @@ def test_tuning_table_ranks_trials_and_the_figure_is_written(tmp_path):
         w.writerow(["number", "state", "value", "epochs_reported", "flux_components", "lr"])
         w.writerows(rows)
     for number, _, value, epochs, *_ in rows[:3]:
-        (tune / "trials" / str(number)).mkdir()
-        with open(tune / "trials" / str(number) / "log.csv", "w", newline="") as fh:
+        (tune / "trials" / f"{number:04d}").mkdir()
+        with open(tune / "trials" / f"{number:04d}" / "log.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["epoch", "val_nll"])
             w.writerow([0, 1.0])
