@@ -11,7 +11,7 @@ with dask-jobqueue on a cluster's shared disk). A rerun with the same `tune_dir`
 
 Writes, in `tune_dir`:
   study.journal         the Optuna study (open with `optuna.load_study(storage=JournalStorage(...))`)
-  trials/<number>/      each trial's model directory (log.csv per epoch)
+  trials/NNNN/          each trial's model directory, its number in 4 digits (log.csv per epoch)
   trials.csv            one row per trial: number, state, value, epochs run, parameters
   best_config.json      the base config with the best trial's parameters: `gridkit train --config best_config.json`
 """
