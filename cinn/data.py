@@ -370,38 +370,16 @@ class CubeStream(torch.utils.data.IterableDataset):
                         f"{', ...' if pix.size > 8 else ''}). It was checked finite when training started, so the store changed on "
                         "disk since: training stopped (no model written); fix the data and train afresh")
 
-    def _batches(self, parts, rng, final: bool):
-        """Concatenate buffered parts, shuffle, yield full batches (all of them where `final`), return the rest.
-
-        The shuffle is a permutation of indices: each batch is gathered from the buffer (no shuffled copy of the
-        whole buffer is made), so memory stays at about twice the buffer."""
-        t = np.concatenate([p[0] for p in parts])
-        f = np.concatenate([p[1] for p in parts])
-        s = np.concatenate([p[2] for p in parts])
-        parts[:] = []
-        order = rng.permutation(t.shape[0]) if rng is not None else np.arange(t.shape[0])
-        n_full = t.shape[0] // self.batch_size
-        for i in range(n_full):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield _to_batch(t[idx], f[idx], s[idx])
-        rest = order[n_full * self.batch_size:]
-        if rest.size and final:
-            yield _to_batch(t[rest], f[rest], s[rest])
-        elif rest.size:
-            parts[:] = [(t[rest], f[rest], s[rest])]
-
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
-        if not self.shuffle:
-            mine = self.chunks[wid::nw]
-            parts: list = []
-            for ci in mine:
-                parts.append(self.read_chunk(ci, rng_for(self.seed, self.epoch, 1, ci)))
-                if sum(p[0].shape[0] for p in parts) >= self.batch_size:
-                    yield from self._batches(parts, None, final=False)
-            if parts:
-                yield from self._batches(parts, None, final=True)
+        if not self.shuffle:  # in order: batches cut as soon as one is full, the last one partial
+            buf = _ShuffleBuffer(self.batch_size, self.batch_size)
+            for ci in self.chunks[wid::nw]:
+                buf.add(*self.read_chunk(ci, rng_for(self.seed, self.epoch, 1, ci)))
+                if buf.full:
+                    yield from buf.batches(None)
+            yield from buf.batches(None, final=True)
             return
         batches = self._shuffled(wid, nw)
         if self.max_batches is None:
@@ -429,7 +407,7 @@ class CubeStream(torch.utils.data.IterableDataset):
 
 
 class _ShuffleBuffer:
-    """The shuffle buffer, held once: chunks are copied into preallocated arrays (grown only when a chunk does not
+    """The shuffle buffer (and, unpermuted, the evaluation's batcher), held once: chunks are copied into preallocated arrays (grown only when a chunk does not
     fit), each batch is gathered from them through a seeded permutation, and the rest (< one batch) moves to the
     front. The batches are those of concatenating the parts and permuting (the rest first, then the new chunks)."""
 
@@ -456,13 +434,17 @@ class _ShuffleBuffer:
         self.t[self.n:self.n + k] = t
         self.n += k
 
-    def batches(self, rng):
-        order = rng.permutation(self.n)
+    def batches(self, rng, final: bool = False):
+        """The full batches (permuted by `rng`; None: in order) and, where `final`, the rest as a last one."""
+        order = rng.permutation(self.n) if rng is not None else np.arange(self.n)
         n_full = self.n // self.batch_size
         for i in range(n_full):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             yield torch.from_numpy(self.t[idx]), torch.from_numpy(self.cond[idx])
         rest = order[n_full * self.batch_size:]
+        if final and rest.size:
+            yield torch.from_numpy(self.t[rest]), torch.from_numpy(self.cond[rest])
+            rest = rest[:0]
         self.cond[:rest.size], self.t[:rest.size] = self.cond[rest], self.t[rest]
         self.n = int(rest.size)
 
@@ -472,11 +454,6 @@ def buffer_samples(cfg, values_per_sample: int) -> int:
     `values_per_sample` values (flux, targets, S/N) and never below one batch."""
     cap = int(cfg.shuffle_buffer_mb * 2**20 // (4 * max(int(values_per_sample), 1)))
     return max(int(cfg.batch_size), min(int(cfg.shuffle_buffer), cap))
-
-
-def _to_batch(t, f, s):
-    cond = np.concatenate([f, s[:, None]], axis=1)
-    return torch.from_numpy(np.ascontiguousarray(t)), torch.from_numpy(np.ascontiguousarray(cond))
 
 
 def make_loader(stream: CubeStream, *, num_workers: int, prefetch: int, start_method: str, pin_memory: bool = False):

@@ -36,8 +36,8 @@ def _run(args):
         print(f"{lab:9s} " + "".join(f"{v:10.3f}" for v in cal.scale[:, j]))
     if cal.pit is not None:
         print("then the quantile remap: the scaled posterior's level that becomes the median (0.5: no shift)")
-        mid = [cal.levels([v], [0.5])[0, :, 0] for v in cal.snr]
+        mid = cal.levels(cal.snr, [0.5])[:, :, 0]  # (n_snr, n_labels)
         for j, lab in enumerate(cal.labels):
-            print(f"{lab:9s} " + "".join(f"{m[j]:10.3f}" for m in mid))
+            print(f"{lab:9s} " + "".join(f"{v:10.3f}" for v in mid[:, j]))
     print(f"written to {args.model_dir}/calibration.json")
     return 0
