@@ -13,8 +13,8 @@ Accuracy (Ksoll et al. 2026, A&A 708, A118, Appendix A):
 - `interval_width`: width of a central credible interval (Figs. A.2, A.3 use the 68 % interval).
 
 Calibration (simulation-based calibration, Talts et al. 2018; coverage, e.g. Hermans et al. 2022):
-- `sbc_ranks`: rank of the truth among the posterior samples; uniform on {0..n_samples} if the posterior
-  is calibrated.
+- `sbc_ranks`: rank of the truth among the posterior samples (optionally only those inside the training
+  bounds); uniform on {0..n_samples} if the posterior is calibrated.
 - `rank_histogram`, `rank_uniformity`: histogram of ranks and a chi-square test of uniformity.
 - `coverage`: fraction of truths inside the central credible interval of each nominal level; equals the
   level for a calibrated posterior, lower for an over-confident one, higher for an under-confident one.
@@ -113,15 +113,28 @@ def _samples_truth(samples, truth) -> tuple[np.ndarray, np.ndarray]:
     return s, t
 
 
-def sbc_ranks(samples, truth) -> np.ndarray:
+def sbc_ranks(samples, truth, in_bounds=None) -> np.ndarray:
     """Simulation-based-calibration rank of each truth among its posterior samples.
 
     rank = number of samples strictly below the truth, in {0, ..., n_samples}; for a calibrated posterior
     and truths drawn from the prior the ranks are uniform on that set (Talts et al. 2018). Returns an
     integer array shaped like `truth`.
+
+    in_bounds: optional (n_star, n_samples) bool, the draws that count (those inside the training bounds, from
+    which a catalog's quantiles come): the rank r among a star's n_in counted draws, uniform on {0..n_in}, is put
+    on the common scale as floor(r (n_samples + 1) / (n_in + 1)) (the rank itself when every draw counts).
     """
     s, t = _samples_truth(samples, truth)
-    return np.sum(s < t[:, None, ...], axis=1).astype(np.int64)
+    below = s < t[:, None, ...]
+    if in_bounds is None:
+        return np.sum(below, axis=1).astype(np.int64)
+    ins = np.asarray(in_bounds, dtype=bool)
+    if ins.shape != s.shape[:2]:
+        raise ConfigError(f"in_bounds must be (n_star, n_samples) = {s.shape[:2]}, got {ins.shape}")
+    mask = ins.reshape(ins.shape + (1,) * (s.ndim - 2))
+    r = np.sum(below & mask, axis=1)
+    n_in = ins.sum(axis=1).reshape((-1,) + (1,) * (s.ndim - 2))
+    return np.floor(r * (s.shape[1] + 1) / (n_in + 1)).astype(np.int64)
 
 
 def rank_histogram(ranks, n_samples: int, n_bins: int | None = None) -> tuple[np.ndarray, np.ndarray]:

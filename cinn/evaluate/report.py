@@ -3,7 +3,8 @@
 For every S/N of a degraded cube `flux(model, snr, wavelength)` and the models of one split (default: the
 test split recorded in the model directory), the posterior of every spectrum is sampled once; from the
 samples come the MAP (the posterior's own estimate, `Posterior.summarize`), the 68 % interval, the SBC
-rank of the truth and whether the truth lies in the central 50/68/90/95 % intervals.
+rank of the truth and whether the truth lies in the central 50/68/90/95 % intervals. Intervals and ranks count the
+draws inside the training bounds only, the ones a catalog's quantiles come from.
 
 Tables (ECSV with units and a description, and the same as CSV; one row per S/N, column `snr`):
   residuals       Table A.1 of Ksoll et al. (2026): mean residual <label>_mean and scatter <label>_sigma of MAP - truth
@@ -66,17 +67,30 @@ class SNRResult:
         return int(self.truth.shape[0])
 
 
-def result_from_samples(snr: float, model, truth, map_, samples, levels: Sequence[float] = LEVELS) -> SNRResult:
-    """An SNRResult from posterior samples (n, n_samples, n_label), point estimates and truths."""
+def result_from_samples(snr: float, model, truth, map_, samples, levels: Sequence[float] = LEVELS, in_bounds=None) -> SNRResult:
+    """An SNRResult from posterior samples (n, n_samples, n_label), point estimates and truths.
+
+    in_bounds: (n, n_samples) bool, the draws inside the training bounds: the intervals and ranks are those of these
+    draws, as `Posterior.summarize` and the catalogs take their quantiles from them (a spectrum with none uses all
+    its draws). None: every draw counts."""
     s = np.asarray(samples, dtype=np.float64)
     t = np.asarray(truth, dtype=np.float64)
-    q16, q84 = np.quantile(s, [0.16, 0.84], axis=1)
-    inside = []
-    for level in levels:
-        lo, hi = metrics.central_interval(s, level, axis=1)
-        inside.append((t >= lo) & (t <= hi))
-    return SNRResult(float(snr), np.asarray(model), t, np.asarray(map_, dtype=np.float64), q16, q84,
-                     metrics.sbc_ranks(s, t), np.asarray(inside), int(s.shape[1]))
+    probs = [0.16, 0.84, *[p for level in levels for p in ((1.0 - level) / 2.0, (1.0 + level) / 2.0)]]
+    if not all(0.0 < float(level) < 1.0 for level in levels):
+        raise ConfigError(f"credible levels must lie in (0, 1), got {list(levels)}")
+    if in_bounds is None:
+        q = np.quantile(s, probs, axis=1)
+        ranks = metrics.sbc_ranks(s, t)
+    else:
+        ins = np.asarray(in_bounds, dtype=bool)
+        ins = np.where(ins.any(axis=1, keepdims=True), ins, True)
+        q = np.empty((len(probs),) + t.shape)
+        for i in range(s.shape[0]):  # per spectrum, like summarize (each has its own number of in-bounds draws)
+            q[:, i] = np.quantile(s[i][ins[i]], probs, axis=0)
+        ranks = metrics.sbc_ranks(s, t, ins)
+    inside = [(t >= q[2 + 2 * k]) & (t <= q[3 + 2 * k]) for k in range(len(levels))]
+    return SNRResult(float(snr), np.asarray(model), t, np.asarray(map_, dtype=np.float64), q[0], q[1],
+                     ranks, np.asarray(inside), int(s.shape[1]))
 
 
 def concat_results(parts: Sequence[SNRResult]) -> SNRResult:
@@ -560,10 +574,12 @@ def _sample_results(post: Posterior, cube, spectra: _Spectra, samples: int, seed
             part = spectra.subset(slice(lo, lo + chunk))
             draws, log_q = post.sample(part.flux(cube, s), np.full(part.n, s), n=samples, seed=seed, keys=part.keys, return_log_q=True)
             maps = post.map_estimate(draws, log_q)
-            parts.append(result_from_samples(s, part.model_ids, part.truth, maps, draws))
+            in_bounds = post.in_bounds(draws)  # the draws a catalog's quantiles count (and the calibration maps by)
+            parts.append(result_from_samples(s, part.model_ids, part.truth, maps, draws, in_bounds=in_bounds))
             if calibration is not None:
                 raw_parts.append(parts[-1])
-                parts[-1] = result_from_samples(s, part.model_ids, part.truth, maps, calibration.apply_samples(draws, np.full(part.n, s), post.in_bounds(draws)))
+                calibrated = calibration.apply_samples(draws, np.full(part.n, s), in_bounds)
+                parts[-1] = result_from_samples(s, part.model_ids, part.truth, maps, calibrated, in_bounds=in_bounds)
             bar.update(part.n)
         results.append(concat_results(parts))
         if calibration is not None:

@@ -152,6 +152,28 @@ def test_infer_and_evaluate_apply_it_and_record_it(calibrated, tmp_path):
     assert "coverage_uncalibrated_ecsv" in paths and "sbc_uncalibrated_csv" in paths
 
 
+def test_evaluate_measures_the_intervals_that_summarize_writes(calibrated):
+    """evaluate's 68 % interval of each spectrum is summarize's (calibrated) 0.16 / 0.84 quantiles, bit for bit: both count
+    the draws inside the training bounds only (the toy network's draws leave them often enough to matter)."""
+    import xarray as xr
+
+    from cinn.evaluate import report
+
+    model_dir, cube, _ = calibrated
+    post = cinn.load(model_dir)
+    ds = xr.open_zarr(cube, consolidated=False)
+    spectra = report._select_spectra(post, ds, cube, split="test", snr=[float(ds.snr.values[1])], max_spectra=30)
+    snr = spectra.snrs[0]
+    results, raw = report._sample_results(post, ds, spectra, 128, seed=5, calibration=post.calibration)
+    summ = post.summarize(spectra.flux(ds, snr), np.full(spectra.n, snr), n=128, seed=5, keys=spectra.keys, keep=128)
+    quants = np.stack([summ[f"{lab}_quantiles"].values for lab in post.label_names], axis=1)  # (n, label, quantile)
+    np.testing.assert_array_equal(results[0].q16, quants[:, :, 1])
+    np.testing.assert_array_equal(results[0].q84, quants[:, :, 3])
+    assert 0.02 < 1 - summ.samples_in_bounds.values.mean() < 0.9  # some draws are out of bounds: the test can fail
+    every = report.result_from_samples(snr, spectra.model_ids, spectra.truth, results[0].map, summ.samples.values)
+    assert not np.array_equal(every.q16, results[0].q16)  # counting every draw gives other intervals
+
+
 def catalogs_flux(survey):
     import xarray as xr
 

@@ -108,6 +108,38 @@ def test_sbc_rank_by_hand():
     assert metrics.sbc_ranks(samples, np.array([2.5, 4.0])).tolist() == [3, 0]
 
 
+def test_sbc_ranks_among_the_draws_in_bounds():
+    samples = np.array([[0.0, 1.0, 2.0, 3.0], [5.0, 6.0, 7.0, 8.0]])
+    every = np.ones((2, 4), bool)
+    assert metrics.sbc_ranks(samples, np.array([2.5, 4.0]), every).tolist() == [3, 0]  # all counted: the plain rank
+    # star 0 counts draws 1 and 2 only: the truth 2.5 is above both (rank 2 of {0, 1, 2}), on the 0..4 scale floor(2 * 5 / 3) = 3
+    some = np.array([[False, True, True, False], [True] * 4])
+    assert metrics.sbc_ranks(samples, np.array([2.5, 4.0]), some).tolist() == [3, 0]
+    assert metrics.sbc_ranks(samples, np.array([1.5, 4.0]), some).tolist() == [1, 0]
+    with pytest.raises(ConfigError, match="in_bounds"):
+        metrics.sbc_ranks(samples, np.array([2.5, 4.0]), some[:, :3])
+
+
+def test_ranks_among_the_draws_in_bounds_are_those_of_the_truncated_posterior():
+    """theta ~ U(-1, 1), x ~ N(theta, 0.5): the posterior is N(x, 0.5) truncated to [-1, 1]. A flow's draws are such
+    exact posterior draws plus tails beyond the bounds (here 30 % of them, spread over 1 < |draw| < 3). Counting the
+    draws in bounds (the published rejection), the ranks are uniform; counting all, the truths never rank among the
+    tails and the ranks are not."""
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    theta = rng.uniform(-1, 1, 4000)
+    x = theta + 0.5 * rng.standard_normal(4000)
+    exact = stats.truncnorm.rvs((-1 - x[:, None]) / 0.5, (1 - x[:, None]) / 0.5, loc=x[:, None], scale=0.5,
+                                size=(4000, 255), random_state=rng)
+    tails = rng.choice([-1.0, 1.0], size=(4000, 255)) * rng.uniform(1.0001, 3.0, size=(4000, 255))
+    draws = np.where(rng.random((4000, 255)) < 0.3, tails, exact)
+    in_bounds = np.abs(draws) <= 1.0
+    _, p_kept = metrics.rank_uniformity(metrics.sbc_ranks(draws, theta, in_bounds), 255, n_bins=16)
+    _, p_all = metrics.rank_uniformity(metrics.sbc_ranks(draws, theta), 255, n_bins=16)
+    assert p_kept > 0.01 and p_all < 1e-6
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 200), st.integers(1, 60), st.integers(2, 30))
 def test_rank_histogram_counts_every_star_once(n_star, n_samples, n_bins):
