@@ -11,6 +11,7 @@ _EXPORTS = {
     "split_models": "data", "read_split": "data", "CubeStream": "data",
     "ModelDirError": "checkpoint", "TrainingError": "checkpoint",
     "load": "posterior", "Posterior": "posterior", "QUANTILES": "posterior",
+    "Ensemble": "ensemble", "write_ensemble": "ensemble",
     "summarize_dataset": "lazy", "write_catalog": "lazy",
 }
 

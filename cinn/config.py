@@ -46,6 +46,12 @@ class CINNConfig:
     log_labels: tuple[str, ...] = ("teff", "vbroad")
     #: vbroad (and any log label) is floored at this value before log10, so vbroad = 0 is allowed
     log_floor: float = 0.1
+    #: None (the published method): the flow learns the (log10) labels on the whole real line, and its smooth tails
+    #: put draws beyond the training bounds of every label whose posterior reaches them (an unconstrained abundance:
+    #: all of its 13 labels add up in f_reject). A number m > 0: each label is learnt through a logit of its training
+    #: range widened by m of that range on each side, so no draw falls beyond the widened range; the training bounds
+    #: still reject the draws in the margin, which is where the draws of a spectrum unlike the training set go
+    label_margin: float | None = None
 
     # -- training -----------------------------------------------------------------------------
     lr: float = 2.299e-3
@@ -134,6 +140,9 @@ class CINNConfig:
         unknown = [name for name in self.log_labels if name not in self.labels]
         if unknown:
             raise ConfigError(f"log_labels {unknown} are not in labels {self.labels}")
+        if self.label_margin is not None and (isinstance(self.label_margin, bool) or not isinstance(self.label_margin, (int, float))
+                                              or not 0 < self.label_margin < float("inf")):
+            raise ConfigError(f"label_margin must be None (no logit) or a number > 0 (fraction of each label's range), got {self.label_margin!r}")
         if not self.log_floor > 0:
             raise ConfigError(f"log_floor must be > 0, got {self.log_floor!r}")
         if not self.lr > 0 or not 0 < self.lr_decay <= 1:

@@ -71,6 +71,10 @@ def model_info(model_dir, loader: Callable | None = None) -> ModelInfo:
     if loader is not None:
         describe = getattr(loader, "info", None)
         return describe(model_dir) if describe is not None else ModelInfo.of(loader(model_dir))
+    from .ensemble import is_ensemble, load_ensemble
+
+    if is_ensemble(model_dir):  # its members' metadata, checked as it loads
+        return ModelInfo.of(load_ensemble(model_dir))
     from safetensors import safe_open
 
     from .calibration import read as read_calibration

@@ -12,9 +12,10 @@ n = 4096 samples already make large matrices, so batching spectra gains nothing 
 
 MAP rule (the published one, the default): among the n samples inside the training bounds, the one of
 highest posterior density under the flow, log q(x|y) = log N(z) - log|det dx/dz|, computed by the reverse
-pass itself (the flow's log-determinant) in the flow's (standardized, log10 Teff/vbroad) space. It lives in
-`map_index` and is applied by `Posterior.map_estimate`, which `summarize` and the evaluation share:
-`post.map_estimate(*post.sample(flux, snr, return_log_q=True))` is the MAP of `summarize` from the same draws.
+pass itself (the flow's log-determinant) in the flow's space (`LabelTransform`: standardized, log10 Teff/vbroad,
+through a logit with a `label_margin`). It lives in `map_index` and is applied by `Posterior.map_estimate`,
+which `summarize` and the evaluation share: `post.map_estimate(*post.sample(flux, snr, return_log_q=True))` is
+the MAP of `summarize` from the same draws.
 """
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ class Posterior:
 
     def __init__(self, model: CINN, meta: dict, extras: dict, model_dir: Path, weights_sha256: str | None = None):
         self.model = model.eval()
+        self._describe(meta, extras, model_dir, weights_sha256)
+        self._fast = FastReverse(self.model)
+
+    def _describe(self, meta: dict, extras: dict, model_dir: Path, weights_sha256: str | None) -> None:
+        """Everything but the network: labels, transforms, bounds, provenance (shared with `cinn.ensemble.Ensemble`)."""
         #: sha256 of the weights file these weights were loaded from, hashed by `load` as it read it (None: not loaded from a file)
         self.weights_sha256 = weights_sha256
         self.meta = meta
@@ -78,7 +84,6 @@ class Posterior:
         self.batch_spectra = False
         #: the interval calibration fitted for this model (cinn.calibration), None when there is none
         self.calibration = None
-        self._fast = FastReverse(self.model)
 
     def __repr__(self) -> str:
         return f"Posterior(model_id={self.model_id!r}, labels={len(self.label_names)}, n_wave={self.wavelength.size}, device={self.device})"
@@ -177,13 +182,14 @@ class Posterior:
         g = COND_GROUP if self.batch_spectra else 1
         return torch.cat([self._group_conditions(values, snr, i, min(S, i + g), g)[:min(g, S - i)] for i in range(0, S, g)])
 
-    def _latents(self, keys: np.ndarray, n: int, seed: int) -> np.ndarray:
+    def _latents(self, keys: np.ndarray, n: int, seed: int, stream: tuple[int, ...] = ()) -> np.ndarray:
         d = len(self.label_names)
-        return np.stack([rng_for(seed, int(k)).standard_normal((n, d), dtype=np.float32) for k in keys])
+        return np.stack([rng_for(seed, int(k), *stream).standard_normal((n, d), dtype=np.float32) for k in keys])
 
     @torch.inference_mode()
-    def _sample_flow(self, values, snr, keys, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """(y (S, n, d) in flow space, log q (S, n)) via the fast path.
+    def _sample_flow(self, values, snr, keys, n: int, seed: int, stream: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """(y (S, n, d) in flow space, log q (S, n)) via the fast path; `stream`: further keys of the latent draws
+        (an ensemble's member number), none for a single network.
 
         Spectra go through in groups of `_group_size(n)` (1 on CPU), the last group padded; a spectrum's n
         samples in blocks of SAMPLE_BLOCK. Every pass has a shape that depends on n only, so each spectrum's
@@ -197,7 +203,7 @@ class Posterior:
             hi = min(S, lo + g)
             m = hi - lo
             c = self._group_conditions(values, snr, lo, hi, g)
-            z_all = self._padded(self._latents(keys[lo:hi], n, seed), g)
+            z_all = self._padded(self._latents(keys[lo:hi], n, seed, stream), g)
             for a in range(0, n, block):
                 b = min(n, a + block)
                 z = self._fresh(z_all[:, a:b])
@@ -240,7 +246,7 @@ class Posterior:
         attrs (`label_units`: {label: units}); the spectra's own coordinate when `flux` is a DataArray that has one.
 
         With `return_log_q`, (samples, log_q): also the flow density of each sample, (n_spec, n) float32,
-        log q = log N(z) - log|det dy/dz| in the flow's own (standardized, log10 Teff/vbroad) space, which the
+        log q = log N(z) - log|det dy/dz| in the flow's own space (`LabelTransform`), which the
         MAP rule ranks (`map_estimate`); the density in physical units is `log_prob` = log_q +
         `label_transform.log_abs_det_forward`. Spectrum j's draws depend on (seed, keys[j]) only."""
         values, s, k, dim = self._inputs(flux, snr, keys)
@@ -261,6 +267,19 @@ class Posterior:
                             attrs={**SAMPLES_ATTRS, "label_units": units, "model_id": self.model_id})
 
     @torch.inference_mode()
+    def _log_q(self, values: np.ndarray, snr: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Flow density log q(y | spectrum) (S, m) of points y (S, m, d) in flow space, by the forward pass: spectrum by
+        spectrum, in blocks of SAMPLE_BLOCK rows (shapes fixed per spectrum, as in sampling)."""
+        S, m, d = y.shape
+        out = np.empty((S, m), dtype=np.float32)
+        c = self._conditions(values, snr)
+        for j in range(S):
+            for a in range(0, m, SAMPLE_BLOCK):
+                b = min(m, a + SAMPLE_BLOCK)
+                z, logdet = self.model.flow(self._fresh(y[j, a:b]), c=[c[j:j + 1].expand(b - a, -1)])
+                out[j, a:b] = (log_normal(z) + logdet.float()).cpu().numpy()
+        return out
+
     def log_prob(self, labels, flux, snr) -> np.ndarray:
         """log p(labels | flux, snr) in physical units (per unit of each label), shape labels.shape[:-1].
 
@@ -273,13 +292,8 @@ class Posterior:
             raise GridError(f"labels must have shape (n_spec={values.shape[0]}, [m,] {d}), got {lab.shape}")
         squeeze = lab.ndim == 2
         lab3 = lab[:, None, :] if squeeze else lab
-        m = lab3.shape[1]
-        y = torch.from_numpy(self.label_transform.forward(lab3).astype(np.float32)).to(self.device)
-        c = self._conditions(values, s)
-        cond = c[:, None, :].expand(-1, m, -1).reshape(-1, c.shape[1])
-        z, logdet = self.model.flow(y.reshape(-1, d), c=[cond])
-        lp = (log_normal(z) + logdet.float()).cpu().numpy().astype(np.float64).reshape(values.shape[0], m)
-        lp = lp + self.label_transform.log_abs_det_forward(lab3)
+        y = self.label_transform.forward(lab3).astype(np.float32)
+        lp = self._log_q(values, s, y).astype(np.float64) + self.label_transform.log_abs_det_forward(lab3)
         return lp[:, 0] if squeeze else lp
 
     def summarize(self, flux, snr, n: int = 4096, seed: int = 0, keys=None, calibrated: bool = True, keep: int = 0) -> xr.Dataset:
@@ -412,7 +426,12 @@ def _check_n(n) -> int:
 
 def load(model_dir, device: str | torch.device = "cpu") -> Posterior:
     """Load a model directory written by `cinn.train` (no pickles: safetensors + JSON, integrity-checked: the weights
-    file is hashed as it is read and refused unless model.json records that sha256; `Posterior.weights_sha256`)."""
+    file is hashed as it is read and refused unless model.json records that sha256; `Posterior.weights_sha256`), or an
+    ensemble directory written by `cinn.ensemble.write_ensemble` (a `cinn.ensemble.Ensemble`, used the same way)."""
+    from .ensemble import is_ensemble, load_ensemble
+
+    if is_ensemble(model_dir):
+        return load_ensemble(model_dir, device)
     meta, state, extras, digest = ck.read_model(model_dir, return_digest=True)
     try:
         cfg = CINNConfig.from_dict(meta["config"])
@@ -435,6 +454,8 @@ def reference_summarize(post: Posterior, flux, snr, n: int = 4096, seed: int = 0
                         return_index: bool = False) -> tuple[np.ndarray, ...]:
     """The straightforward approach, for benchmarks and tests: FrEIA's reverse pass spectrum by spectrum with the
     condition repeated n times. Returns (MAP (S, d) physical, log q (S, n)) [, MAP sample index (S,) with return_index]."""
+    if getattr(post, "members", None):
+        raise GridError("reference_summarize runs one network; pass one of the ensemble's members (Ensemble.members)")
     values, s, k, _ = post._inputs(flux, snr, keys)
     d = len(post.label_names)
     maps = np.full((values.shape[0], d), np.nan)

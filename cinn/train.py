@@ -101,7 +101,7 @@ class Trainer:
         #: per split, the digest of each model's (id, labels), aligned with self.split's ids (split.json, model.json)
         self.split_digests = {k: digests[[index[v] for v in ids.tolist()]] for k, ids in self.split.items()}
         train_labels = st.labels[self.pos["train"]]
-        self.ltf = LabelTransform.fit(train_labels, cfg.labels, cfg.log_labels, cfg.log_floor)
+        self.ltf = LabelTransform.fit(train_labels, cfg.labels, cfg.log_labels, cfg.log_floor, cfg.label_margin)
         self.bounds = {n: [float(train_labels[:, i].min()), float(train_labels[:, i].max())] for i, n in enumerate(cfg.labels)}
         #: the training split's label quantiles (the prior the network learnt): the reference width of a catalog's
         #: <label>_unconstrained flag (cinn.survey.summarize_rows)

@@ -1,7 +1,9 @@
 """Target and input transforms of the cINN, fitted on the training split and stored with the model.
 
 Labels:  y = (f(label) - mean) / std, with f = log10(max(label, log_floor)) for the log labels (teff,
-         vbroad by default) and the identity otherwise. vbroad = 0 (no rotation/macroturbulence) is
+         vbroad by default) and the identity otherwise; with a label margin m (`CINNConfig.label_margin`), f is
+         followed by logit((f - lo) / (hi - lo)), [lo, hi] the label's training range (in f) widened by m of it on
+         each side: the flow then lives on the whole real line while its draws stay inside [lo, hi]. vbroad = 0 (no rotation/macroturbulence) is
          allowed: it is floored at `log_floor` (0.1 km/s by default, two orders of magnitude below the
          4MOST HR resolution element of ~15 km/s, so the floor changes no spectrum) before log10; the
          inverse returns 10**y, i.e. values <= log_floor come back as ~log_floor.
@@ -17,6 +19,9 @@ import numpy as np
 from gridkit.errors import ConfigError, GridError
 
 STD_FLOOR = 1e-6
+#: labels beyond the logit's support are clipped this close to its ends (logit +-27.6; in float64 a physical label
+#: still resolves 1 - u to ~1e-4 there, so draws of the flow map back to their own targets) before the logit
+LOGIT_EPS = 1e-12
 
 
 @dataclass
@@ -26,46 +31,102 @@ class LabelTransform:
     floor: float
     mean: np.ndarray  # (n_labels,) in transformed space
     std: np.ndarray
+    #: (n_labels,) the logit's support [lower, upper] in log10/identity space; None: no logit (the published method)
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
 
     @classmethod
-    def fit(cls, labels: np.ndarray, names, log_labels, floor: float) -> "LabelTransform":
+    def fit(cls, labels: np.ndarray, names, log_labels, floor: float, margin: float | None = None) -> "LabelTransform":
+        """margin: None (no logit) or > 0, the fraction of each label's training range (log10 range for log labels)
+        added on both sides to make the logit's support."""
         names = tuple(names)
         log = np.array([n in log_labels for n in names], dtype=bool)
-        pre = _pre(np.asarray(labels, dtype=np.float64), log, floor)
+        labels = np.asarray(labels, dtype=np.float64)
+        lower = upper = None
+        if margin is not None:
+            if not (np.isfinite(margin) and margin > 0):
+                raise ConfigError(f"label_margin must be None or a number > 0, got {margin!r}")
+            base = _pre(labels, log, floor)
+            lo, hi = base.min(axis=0), base.max(axis=0)
+            width = hi - lo
+            if np.any(width <= 0):
+                flat = [n for n, w in zip(names, width) if w <= 0]
+                raise ConfigError(f"label_margin needs a range of values for every label; {flat} take one value in the training split")
+            lower, upper = lo - margin * width, hi + margin * width
+        pre = _pre(labels, log, floor, lower, upper)
         mean = pre.mean(axis=0)
         std = np.maximum(pre.std(axis=0), STD_FLOOR)
-        return cls(names, log, float(floor), mean, std)
+        return cls(names, log, float(floor), mean, std, lower, upper)
 
     def forward(self, labels: np.ndarray) -> np.ndarray:
-        """Physical labels (..., n_labels) -> standardized targets (float64)."""
-        return (_pre(np.asarray(labels, dtype=np.float64), self.log, self.floor) - self.mean) / self.std
+        """Physical labels (..., n_labels) -> standardized targets (float64); with a logit, labels at or beyond its
+        support's ends are clipped to within LOGIT_EPS of them (`log_abs_det_forward` gives them no density)."""
+        return (_pre(np.asarray(labels, dtype=np.float64), self.log, self.floor, self.lower, self.upper) - self.mean) / self.std
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Standardized targets (..., n_labels) -> physical labels (float64)."""
         pre = np.asarray(y, dtype=np.float64) * self.std + self.mean
+        if self.lower is not None:
+            pre = self.lower + (self.upper - self.lower) * _sigmoid(pre)
         return np.where(self.log, 10.0 ** np.where(self.log, pre, 0.0), pre)
 
+    def inverse_torch(self, y):
+        """`inverse` in torch (float32, differentiable): for gradients of physical labels through the flow."""
+        import torch
+
+        def t(a):
+            return torch.as_tensor(np.asarray(a, dtype=np.float32), device=y.device)
+        pre = y * t(self.std) + t(self.mean)
+        if self.lower is not None:
+            pre = t(self.lower) + t(self.upper - self.lower) * torch.sigmoid(pre)
+        log = torch.as_tensor(self.log, device=y.device)
+        return torch.where(log, torch.pow(10.0, torch.where(log, pre, torch.zeros_like(pre))), pre)
+
     def log_abs_det_forward(self, labels: np.ndarray) -> np.ndarray:
-        """log |d y / d label| summed over labels (...,): converts a density in y to one in physical units."""
+        """log |d y / d label| summed over labels (...,): converts a density in y to one in physical units (-inf outside
+        the logit's support, where the flow puts no density)."""
         lab = np.asarray(labels, dtype=np.float64)
         out = -np.log(self.std).sum() * np.ones(lab.shape[:-1])
         safe = np.maximum(lab, self.floor)
         # d log10(x) / dx = 1 / (x ln 10) above the floor; below it the transform is flat (density undefined: use the floor)
         out = out - np.sum(np.where(self.log, np.log(safe * np.log(10.0)), 0.0), axis=-1)
+        if self.lower is not None:
+            # d logit(u) / d base = 1 / (u (1 - u) (upper - lower)), u = (base - lower) / (upper - lower)
+            width = self.upper - self.lower
+            u = (_pre(lab, self.log, self.floor) - self.lower) / width
+            with np.errstate(invalid="ignore", divide="ignore"):
+                jac = np.where((u > 0) & (u < 1), -np.log(u) - np.log1p(-u) - np.log(width), -np.inf)
+            out = out + np.sum(jac, axis=-1)
         return out
 
     def to_json(self) -> dict:
-        return {"names": list(self.names), "log": [bool(v) for v in self.log], "floor": self.floor,
-                "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+        out = {"names": list(self.names), "log": [bool(v) for v in self.log], "floor": self.floor,
+               "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+        if self.lower is not None:
+            out["logit_lower"] = [float(v) for v in self.lower]
+            out["logit_upper"] = [float(v) for v in self.upper]
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> "LabelTransform":
+        # models written before the logit have no logit_lower/upper: they load as before
+        bounds = [np.asarray(d[k], dtype=np.float64) if k in d else None for k in ("logit_lower", "logit_upper")]
         return cls(tuple(d["names"]), np.asarray(d["log"], dtype=bool), float(d["floor"]),
-                   np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))
+                   np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64), *bounds)
 
 
-def _pre(labels: np.ndarray, log: np.ndarray, floor: float) -> np.ndarray:
-    return np.where(log, np.log10(np.maximum(labels, floor)), labels)
+def _pre(labels: np.ndarray, log: np.ndarray, floor: float, lower=None, upper=None) -> np.ndarray:
+    base = np.where(log, np.log10(np.maximum(labels, floor)), labels)
+    if lower is None:
+        return base
+    # clipped: a validation or test label beyond the support gets a large finite target, not +-inf (a NaN stays NaN)
+    u = np.clip((base - lower) / (upper - lower), LOGIT_EPS, 1.0 - LOGIT_EPS)
+    return np.log(u) - np.log1p(-u)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 0.5 * (1.0 + np.tanh(0.5 * x))  # stable for large |x|
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import GridkitError
 
-COMMANDS = ("synth", "ingest", "degrade", "fourmostify", "train", "infer", "mock_survey", "catalog", "evaluate", "calibrate_intervals", "tune", "show", "demo")
+COMMANDS = ("synth", "ingest", "degrade", "fourmostify", "train", "infer", "mock_survey", "catalog", "evaluate", "calibrate_intervals", "ensemble", "tune", "show", "demo")
 
 #: Distributions whose versions `gridkit --version` reports: those a catalog's numbers depend on.
 VERSION_PACKAGES = ("torch", "FrEIA", "zarr", "xarray", "dask", "numpy", "astropy")

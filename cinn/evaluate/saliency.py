@@ -58,6 +58,10 @@ def mean_label_gradients(post: Posterior, flux, snr, *, n_latent: int = 32, seed
 
     if n_latent < 1 or batch < 1:
         raise ConfigError(f"n_latent and batch must be >= 1, got {n_latent}, {batch}")
+    members = getattr(post, "members", None)
+    if members:  # an ensemble's posterior mean is the mean of its members' (equal weights): so are its gradients
+        parts = [mean_label_gradients(m, flux, snr, n_latent=n_latent, seed=seed, batch=batch) for m in members]
+        return np.mean([g for g, _ in parts], axis=0).astype(np.float32), np.mean([mu for _, mu in parts], axis=0)
     model = post.model
     lt = post.label_transform
     values, xs, fm, fs = _torch_inputs(post, flux, snr)
@@ -65,9 +69,6 @@ def mean_label_gradients(post: Posterior, flux, snr, *, n_latent: int = 32, seed
     d = len(post.label_names)
     gen = torch.Generator().manual_seed(int(seed))
     z0 = torch.randn(n_latent, d, generator=gen)
-    std = torch.from_numpy(np.asarray(lt.std, dtype=np.float32))
-    mean = torch.from_numpy(np.asarray(lt.mean, dtype=np.float32))
-    log = torch.from_numpy(np.asarray(lt.log, dtype=bool))
     grads = np.empty((S, d, W), dtype=np.float32)
     means = np.empty((S, d))
     was_training = model.training
@@ -83,8 +84,7 @@ def mean_label_gradients(post: Posterior, flux, snr, *, n_latent: int = 32, seed
                 c_rep = c[:, None, :].expand(b, n_latent, c.shape[1]).reshape(b * n_latent, -1)
                 z = z0[None].expand(b, n_latent, d).reshape(b * n_latent, d)
                 y, _ = model.flow(z, c=[c_rep], rev=True)
-                pre = y.float().reshape(b, n_latent, d) * std + mean
-                phys = torch.where(log, torch.pow(10.0, torch.where(log, pre, torch.zeros_like(pre))), pre)
+                phys = lt.inverse_torch(y.float().reshape(b, n_latent, d))
                 m = phys.mean(dim=1)  # (b, d)
                 means[lo:hi] = m.detach().double().numpy()
                 for j in range(d):

@@ -30,7 +30,7 @@ def subparsers(parser) -> dict[str, argparse.ArgumentParser]:
 
 
 COMMANDS = subparsers(build_parser())
-WRITERS = ["synth", "merge-grids", "ingest", "degrade", "fourmostify", "train", "infer", "mock-survey", "evaluate", "tune", "demo",
+WRITERS = ["synth", "merge-grids", "ingest", "degrade", "fourmostify", "train", "infer", "mock-survey", "evaluate", "ensemble", "tune", "demo",
            "catalog query", "catalog export", "catalog merge", "catalog calibrate"]
 COMMON = {
     "--out": WRITERS,
@@ -38,7 +38,7 @@ COMMON = {
     "--workers": ["synth", "merge-grids", "ingest", "degrade", "fourmostify", "mock-survey", "infer", "tune", "demo"],
     "--scheduler": ["synth", "merge-grids", "ingest", "degrade", "fourmostify", "mock-survey", "infer", "tune", "demo"],
     "--seed": ["synth", "degrade", "fourmostify", "mock-survey", "train", "infer", "evaluate", "calibrate-intervals", "tune", "demo"],
-    "--overwrite": ["synth", "merge-grids", "ingest", "degrade", "fourmostify", "mock-survey", "infer", "evaluate", "calibrate-intervals",
+    "--overwrite": ["synth", "merge-grids", "ingest", "degrade", "fourmostify", "mock-survey", "infer", "evaluate", "calibrate-intervals", "ensemble",
                     "demo", "catalog query", "catalog export", "catalog merge", "catalog calibrate"],
     "--no-progress": ["synth", "merge-grids", "ingest", "degrade", "fourmostify", "mock-survey", "train", "infer", "evaluate", "tune",
                       "demo", "catalog merge"],
