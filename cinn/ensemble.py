@@ -6,6 +6,7 @@ ensemble's posterior is their equal-weight mixture, q(x | y) = (1/K) sum_k q_k(x
 
 - **Draws.** Of a spectrum's n draws, member k makes n_k (n split as evenly as possible, in member order) from
   its own latent draws `rng_for(seed, key, k)`: a spectrum's draws depend on (seed, key) only, whatever the chunking.
+  (numpy's SeedSequence reads a trailing key 0 as none, so member 0's draws are the first of those it makes alone.)
 - **Density and MAP.** Every draw's density is the mixture's, log (1/K) sum_k q_k, each member's by its forward
   pass; the MAP rule is the single network's (the in-bounds draw of highest density), applied to that mixture
   density. Sampling costs about K + 1 times a single network (n/K draws from each member, then K density passes

@@ -63,10 +63,14 @@ def snr_axis(ax, snr=None) -> None:
 
 
 def save_figure(fig, path) -> Path:
-    """Write `fig` as PNG to `path` and close it (a report draws dozens: open figures would pile up)."""
+    """Write `fig` as PNG to `path` (its folder made when missing, e.g. `gridkit show --out figs/star.png`) and close it
+    (a report draws dozens: open figures would pile up)."""
     path = Path(path)
-    fig.savefig(path, dpi=DPI)
-    pyplot().close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI)
+    finally:
+        pyplot().close(fig)
     return path
 
 

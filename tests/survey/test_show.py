@@ -53,7 +53,7 @@ def test_kept_draws_are_used_when_the_catalog_has_them(analytic_model, tmp_path)
     again = star_posterior(cat.drop_vars(["samples", "samples_in_bounds"]), sid, model_dir=model_dir)
     np.testing.assert_array_equal(kept.in_bounds, again.in_bounds)
     np.testing.assert_array_equal(kept.samples.values, again.samples.values.astype(np.float32))
-    done = show_star(out, sid, tmp_path / "kept.png", labels=["teff", "logg"], spectrum=False)
+    done = show_star(out, sid, tmp_path / "figures" / "kept.png", labels=["teff", "logg"], spectrum=False)  # its folder is made
     assert _png(done["corner"]) and done["spectrum"] is None
 
 
