@@ -10,7 +10,7 @@ _EXPORTS = {
     "LabelTransform": "transforms", "InputScaler": "transforms",
     "split_models": "data", "read_split": "data", "CubeStream": "data",
     "ModelDirError": "checkpoint", "TrainingError": "checkpoint",
-    "load": "posterior", "Posterior": "posterior", "QUANTILES": "posterior",
+    "load": "ensemble", "Posterior": "posterior", "QUANTILES": "posterior",
     "Ensemble": "ensemble", "write_ensemble": "ensemble",
     "summarize_dataset": "lazy", "write_catalog": "lazy",
 }

@@ -36,6 +36,8 @@ FORMAT = "gridkit-cinn"
 #: 2: `subnet_layers` counts a subnet's fully connected layers including input and output (1: hidden layers)
 FORMAT_VERSION = 2
 MODEL_JSON, MODEL_WEIGHTS = "model.json", "model.safetensors"
+#: what makes a directory an ensemble of model directories (cinn.ensemble)
+ENSEMBLE_JSON = "ensemble.json"
 CKPT_DIR, LAST, BEST, STATE = "checkpoint", "last.safetensors", "best.safetensors", "state.json"
 EXTRA = "_gridkit."  # prefix of the non-weight tensors in model.safetensors
 

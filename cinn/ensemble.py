@@ -16,8 +16,8 @@ ensemble's posterior is their equal-weight mixture, q(x | y) = (1/K) sum_k q_k(x
   pixels are imputed alike, and `evaluate` knows the test split. Seeds, architectures and learning rates may differ.
 - **On disk.** An ensemble directory holds `ensemble.json` (the members' paths relative to it, their model ids and
   the sha256 of their weights, and the ensemble's own model id) and the members' common `split.json`; a fitted
-  `calibration.json` goes beside them (`gridkit calibrate-intervals ENSEMBLE CUBE`). `cinn.load` returns an
-  `Ensemble` for it; `gridkit infer`, `evaluate`, `show` and `calibrate-intervals` take it like a model directory.
+  `calibration.json` goes beside them (`gridkit calibrate-intervals ENSEMBLE CUBE`). `cinn.load` (this module's
+  `load`) returns an `Ensemble` for it; `gridkit infer`, `evaluate`, `show` and `calibrate-intervals` take it like a model directory.
   A member whose weights changed since is refused (its sha256 no longer matches).
 """
 from __future__ import annotations
@@ -34,16 +34,20 @@ import torch
 
 from gridkit.errors import ConfigError
 
-from .checkpoint import ModelDirError
+from .checkpoint import ENSEMBLE_JSON as ENSEMBLE_FILE, ModelDirError
 from .posterior import Posterior, load as load_model
-
-ENSEMBLE_FILE = "ensemble.json"
 FORMAT = "gridkit-cinn-ensemble"
 VERSION = 1
 
 
 def is_ensemble(model_dir) -> bool:
     return (Path(model_dir) / ENSEMBLE_FILE).is_file()
+
+
+def load(model_dir, device: str | torch.device = "cpu") -> Posterior:
+    """`cinn.load`: the `Posterior` of a model directory (`cinn.posterior.load`), or the `Ensemble` of an ensemble
+    directory (`load_ensemble`)."""
+    return load_ensemble(model_dir, device) if is_ensemble(model_dir) else load_model(model_dir, device)
 
 
 class Ensemble(Posterior):
@@ -212,4 +216,4 @@ def load_ensemble(model_dir, device: str | torch.device = "cpu") -> Ensemble:
     return ens
 
 
-__all__ = ["Ensemble", "write_ensemble", "load_ensemble", "is_ensemble", "ENSEMBLE_FILE"]
+__all__ = ["Ensemble", "load", "write_ensemble", "load_ensemble", "is_ensemble", "ENSEMBLE_FILE"]

@@ -426,12 +426,10 @@ def _check_n(n) -> int:
 
 def load(model_dir, device: str | torch.device = "cpu") -> Posterior:
     """Load a model directory written by `cinn.train` (no pickles: safetensors + JSON, integrity-checked: the weights
-    file is hashed as it is read and refused unless model.json records that sha256; `Posterior.weights_sha256`), or an
-    ensemble directory written by `cinn.ensemble.write_ensemble` (a `cinn.ensemble.Ensemble`, used the same way)."""
-    from .ensemble import is_ensemble, load_ensemble
-
-    if is_ensemble(model_dir):
-        return load_ensemble(model_dir, device)
+    file is hashed as it is read and refused unless model.json records that sha256; `Posterior.weights_sha256`).
+    `cinn.load` also takes an ensemble directory (`cinn.ensemble.load`)."""
+    if (Path(model_dir) / ck.ENSEMBLE_JSON).is_file():
+        raise ck.ModelDirError(f"{model_dir} is an ensemble of model directories: load it with cinn.load (cinn.ensemble.load)")
     meta, state, extras, digest = ck.read_model(model_dir, return_digest=True)
     try:
         cfg = CINNConfig.from_dict(meta["config"])

@@ -693,7 +693,8 @@ def evaluate(
     coverage and SBC tables (`coverage_uncalibrated`, `sbc_uncalibrated`) beside.
     """
     from cinn.checkpoint import created_output
-    from cinn.posterior import Posterior, load
+    from cinn.ensemble import load
+    from cinn.posterior import Posterior
     from gridkit.files import check_output
 
     _check_options(samples, ppc, max_spectra, ppc_draws=ppc_draws, chunk=chunk, figure_snr=figure_snr, saliency_spectra=saliency_spectra)
@@ -736,7 +737,7 @@ def fit_interval_calibration(model_dir, cube_path, *, split: str = "validation",
     store it in the model directory, where `cinn.load`, `gridkit infer` and `gridkit evaluate` pick it up (an
     existing one is replaced only with `overwrite`)."""
     from cinn import calibration
-    from cinn.posterior import load
+    from cinn.ensemble import load
 
     if write and not overwrite and (Path(model_dir) / calibration.FILE).exists():
         raise ConfigError(f"{Path(model_dir) / calibration.FILE} exists: pass overwrite=True (--overwrite) to fit it again")

@@ -141,6 +141,13 @@ def test_a_member_that_changed_since_is_refused(trained, second, tmp_path):
         cinn.load(ens)
 
 
+def test_the_single_network_loader_names_an_ensemble_directory(ensemble):
+    from cinn.posterior import load as load_one
+
+    with pytest.raises(ModelDirError, match="ensemble of model directories: load it with cinn.load"):
+        load_one(ensemble)
+
+
 def test_the_command_line_writes_an_ensemble(trained, second, tmp_path, capsys):
     from gridkit.cli import main
 
