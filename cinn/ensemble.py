@@ -91,9 +91,13 @@ class Ensemble(Posterior):
                 ys[:, a:b] = member._sample_flow(values, snr, keys, b - a, seed, (*stream, i))[0]
         return ys, self._log_q(values, snr, ys)
 
+    @staticmethod
+    def _member_log_q(member: Posterior, values: np.ndarray, snr: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return member._log_q(values, snr, y)
+
     def _log_q(self, values: np.ndarray, snr: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The mixture's density log (1/K) sum_k q_k(y) (S, m) of points y (S, m, d) in the (common) flow space."""
-        per = np.stack([m._log_q(values, snr, y).astype(np.float64) for m in self.members])
+        per = np.stack([self._member_log_q(m, values, snr, y).astype(np.float64) for m in self.members])
         top = per.max(axis=0)
         safe = np.where(np.isfinite(top), top, 0.0)
         mix = safe + np.log(np.mean(np.exp(per - safe), axis=0))

@@ -268,16 +268,17 @@ class Posterior:
 
     @torch.inference_mode()
     def _log_q(self, values: np.ndarray, snr: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Flow density log q(y | spectrum) (S, m) of points y (S, m, d) in flow space, by the forward pass: spectrum by
-        spectrum, in blocks of SAMPLE_BLOCK rows (shapes fixed per spectrum, as in sampling)."""
+        """Flow density log q(y | spectrum) (S, m) of points y (S, m, d) in flow space, by the fast forward pass
+        (`FastReverse.forward`): spectrum by spectrum, in blocks of SAMPLE_BLOCK rows (shapes fixed per spectrum, as
+        in sampling)."""
         S, m, d = y.shape
         out = np.empty((S, m), dtype=np.float32)
         c = self._conditions(values, snr)
         for j in range(S):
             for a in range(0, m, SAMPLE_BLOCK):
                 b = min(m, a + SAMPLE_BLOCK)
-                z, logdet = self.model.flow(self._fresh(y[j, a:b]), c=[c[j:j + 1].expand(b - a, -1)])
-                out[j, a:b] = (log_normal(z) + logdet.float()).cpu().numpy()
+                z, logdet = self._fast.forward(self._fresh(y[j:j + 1, a:b]), c[j:j + 1])
+                out[j, a:b] = (log_normal(z.reshape(-1, d)) + logdet.reshape(-1)).cpu().numpy()
         return out
 
     def log_prob(self, labels, flux, snr) -> np.ndarray:
