@@ -21,7 +21,7 @@ from gridkit.errors import ConfigError
 def second(toy_cube, tiny_config, tmp_path_factory):
     """A second network of the same data and split: other seeds."""
     out = tmp_path_factory.mktemp("ens") / "second"
-    cinn.train(toy_cube, out, config={**tiny_config, "seed": 1, "init_seed": 1}, progress=False)
+    cinn.train(toy_cube, out, config={**tiny_config, "seed": 1, "init_seed": 1, "epochs": 3}, progress=False)
     return out
 
 

@@ -99,7 +99,7 @@ def test_a_label_with_one_value_cannot_take_a_logit():
 @pytest.fixture(scope="module")
 def margin_model(toy_cube, tiny_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("margin") / "model"
-    cinn.train(toy_cube, out, config={**tiny_config, "label_margin": 0.05}, progress=False)
+    cinn.train(toy_cube, out, config={**tiny_config, "label_margin": 0.05, "epochs": 4}, progress=False)
     return out
 
 
