@@ -194,6 +194,17 @@ def fit(post, flux, snr, truth, *, n: int = 1024, seed: int = 0, keys=None, sour
     return Calibration(tuple(post.label_names), levels, scale, str(post.model_id), int(values.shape[0]), source, pit)
 
 
+def quantiles_in_bounds(draws: np.ndarray, inside: np.ndarray, levels) -> np.ndarray:
+    """(k, d, len(levels)) quantiles of each spectrum's in-bounds draws: draws (k, n, d), inside (k, n) bool; NaN for a
+    spectrum with none. THE rule of the catalogs' quantiles, shared by `Posterior.summarize`, the calibration's fit and
+    `evaluate` (per spectrum: each has its own number of in-bounds draws)."""
+    k, _, d = draws.shape
+    out = np.full((k, d, len(levels)), np.nan)
+    for i in np.flatnonzero(np.asarray(inside).any(axis=1)):
+        out[i] = np.quantile(draws[i][inside[i]], levels, axis=0).T
+    return out
+
+
 def fit_draws(draws: np.ndarray, inside: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One S/N's (scale (d,), pit (d, len(PIT_LEVELS))) from posterior draws (k, n, d) of k spectra, of which `inside`
     (k, n) count (the in-bounds ones), and their true labels (k, d): the scale that makes the central 68 % interval
@@ -203,11 +214,8 @@ def fit_draws(draws: np.ndarray, inside: np.ndarray, truth: np.ndarray) -> tuple
 
     draws, truth = np.asarray(draws, dtype=np.float64), np.asarray(truth, dtype=np.float64)
     k, _, d = draws.shape
-    quants = np.full((k, d, len(QUANTILES)), np.nan)
+    quants = quantiles_in_bounds(draws, inside, QUANTILES)
     pits = np.full((k, d), np.nan)
-    for i in range(k):
-        if inside[i].any():
-            quants[i] = np.quantile(draws[i][inside[i]], QUANTILES, axis=0).T
     scale = np.maximum(np.nanquantile(_sides(quants, truth, QUANTILES), LEVEL, axis=0), 1e-3)
     median = quants[:, :, QUANTILES.index(0.5)]
     for i in range(k):

@@ -97,11 +97,10 @@ class Ensemble(Posterior):
 
     def _log_q(self, values: np.ndarray, snr: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The mixture's density log (1/K) sum_k q_k(y) (S, m) of points y (S, m, d) in the (common) flow space."""
+        from scipy.special import logsumexp
+
         per = np.stack([self._member_log_q(m, values, snr, y).astype(np.float64) for m in self.members])
-        top = per.max(axis=0)
-        safe = np.where(np.isfinite(top), top, 0.0)
-        mix = safe + np.log(np.mean(np.exp(per - safe), axis=0))
-        return mix.astype(np.float32)
+        return (logsumexp(per, axis=0) - np.log(len(self.members))).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ on disk

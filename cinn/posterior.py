@@ -32,6 +32,7 @@ from gridkit.schema import STAR, WAVELENGTH, check_same_wavelength, label_attrs
 from gridkit.store import rng_for
 
 from . import checkpoint as ck
+from .calibration import quantiles_in_bounds
 from .config import CINNConfig
 from .model import CINN, FastReverse, log_normal
 from .transforms import InputScaler, LabelTransform
@@ -328,8 +329,7 @@ class Posterior:
             maps[lo:hi] = self.map_estimate(phys, lq)
             if calibrated and self.calibration is not None:  # each spectrum's monotone map, defined by its in-bounds draws
                 phys = self.calibration.apply_samples(phys, s[lo:hi], inside)
-            for j in np.flatnonzero(inside.any(axis=1)):
-                quants[lo + j] = np.quantile(phys[j][inside[j]], QUANTILES, axis=0).T
+            quants[lo:hi] = quantiles_in_bounds(phys, inside, QUANTILES)
             if keep:
                 kept[lo:hi], kept_in[lo:hi] = phys[:, :keep], inside[:, :keep]
         out = self._dataset(maps, quants, f_reject, dim, flux)

@@ -82,11 +82,11 @@ def result_from_samples(snr: float, model, truth, map_, samples, levels: Sequenc
         q = np.quantile(s, probs, axis=1)
         ranks = metrics.sbc_ranks(s, t)
     else:
+        from cinn.calibration import quantiles_in_bounds
+
         ins = np.asarray(in_bounds, dtype=bool)
         ins = np.where(ins.any(axis=1, keepdims=True), ins, True)
-        q = np.empty((len(probs),) + t.shape)
-        for i in range(s.shape[0]):  # per spectrum, like summarize (each has its own number of in-bounds draws)
-            q[:, i] = np.quantile(s[i][ins[i]], probs, axis=0)
+        q = np.moveaxis(quantiles_in_bounds(s, ins, probs), -1, 0)  # (len(probs), n, d), as summarize computes them
         ranks = metrics.sbc_ranks(s, t, ins)
     inside = [(t >= q[2 + 2 * k]) & (t <= q[3 + 2 * k]) for k in range(len(levels))]
     return SNRResult(float(snr), np.asarray(model), t, np.asarray(map_, dtype=np.float64), q[0], q[1],

@@ -19,10 +19,12 @@ def register(sub):
 
 
 def _run(args):
-    from cinn.ensemble import load_ensemble, write_ensemble
+    import json
+
+    from cinn.ensemble import ENSEMBLE_FILE, write_ensemble
 
     out = write_ensemble(args.model_dirs, args.out, overwrite=args.overwrite)
-    ens = load_ensemble(out)
-    print(f"ensemble {ens.model_id} of {len(ens.members)} networks: " + ", ".join(m.model_id for m in ens.members))
+    doc = json.loads((out / ENSEMBLE_FILE).read_text())  # what was written (the members were loaded and checked once)
+    print(f"ensemble {doc['model_id']} of {len(doc['members'])} networks: " + ", ".join(m["model_id"] for m in doc["members"]))
     print(f"written to {out}; fit its interval calibration with: gridkit calibrate-intervals {out} CUBE")
     return 0
