@@ -78,6 +78,10 @@ class CINNConfig:
     #: 'train' ids. The test and validation splits are unchanged (a learning curve on the same test split). None: all
     #: of the training split. Epochs and batches_per_epoch are not scaled: the same number of gradient steps
     train_models: int | None = None
+    #: a trained model's directory whose test and validation splits this training keeps (its split.json, checked against
+    #: its model.json): every other model of the store trains, and `split` is not used. For a grid that grew, or one with
+    #: models added: the new network is measured on the same held-out models as the old. None: split by `split`
+    split_from: str | None = None
     seed: int = 0
     #: validation samples per epoch (the first ones of a fixed, seeded draw from the validation split)
     val_samples: int = 8192
@@ -125,6 +129,8 @@ class CINNConfig:
         if self.train_models is not None and (not isinstance(self.train_models, int) or isinstance(self.train_models, bool)
                                               or self.train_models < 1):
             raise ConfigError(f"train_models must be a positive integer (or None: the whole training split), got {self.train_models!r}")
+        if self.split_from is not None and (not isinstance(self.split_from, str) or not self.split_from.strip()):
+            raise ConfigError(f"split_from must be None or the path of a trained model's directory, got {self.split_from!r}")
         if isinstance(self.shuffle_buffer_mb, bool) or not isinstance(self.shuffle_buffer_mb, (int, float)) or not 0 < self.shuffle_buffer_mb < float("inf"):
             raise ConfigError(f"shuffle_buffer_mb must be a number > 0 (MB of samples per loader process), got {self.shuffle_buffer_mb!r}")
         if not isinstance(self.num_workers, int) or self.num_workers < 0:

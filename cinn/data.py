@@ -75,10 +75,58 @@ def split_models(model_ids, fractions=(0.75, 0.20, 0.05), seed: int = 42, out_di
     return split
 
 
-def split_info(seed, fractions, train_models: int | None = None, n_train: int | None = None) -> dict:
-    """What split.json records beside the ids: the seed, the fractions and, with `train_models`, that N and the
-    size of the whole training split it was drawn from (split.json's 'train' holds the N ids actually used)."""
-    info = {"seed": int(seed), "fractions": [float(f) for f in fractions]}
+def split_from_model(model_ids, digests, model_dir, seed: int = 42, train_models: int | None = None) -> dict[str, np.ndarray]:
+    """Keep the test and validation splits a trained model recorded (`model_dir`/split.json, checked against its
+    model.json): every other model of the store trains. A network retrained on a grown grid (more models, the first
+    ones unchanged) or on a grid with more models added is then measured on the same held-out models as the first.
+
+    model_ids (n,) and digests (n,): the store's ids and their `model_digests` (in the training's label order).
+    Every kept model must be in the store with the same labels under the same id (GridError naming them otherwise).
+    train_models: the first N training models in an order seeded by `seed`, as `split_models` does.
+    Returns {split: sorted model ids}."""
+    ids = np.asarray(model_ids)
+    if np.unique(ids).size != ids.size:
+        raise GridError("model ids must be unique to split by model")
+    from .checkpoint import MODEL_JSON
+
+    if not (Path(model_dir) / MODEL_JSON).is_file():
+        raise StoreError(f"split_from: {model_dir} is not a trained model directory (it has no {MODEL_JSON})")
+    recorded = recorded_split(model_dir)
+    index = {v: i for i, v in enumerate(ids.tolist())}
+    held = set()
+    for k in ("test", "validation"):
+        kept, dig = recorded[k]
+        missing = [v for v in kept.tolist() if v not in index]
+        if missing:
+            raise GridError(f"split_from: {len(missing)} of the {kept.size} {k} models of {model_dir} are not in this store "
+                            f"(ids {', '.join(map(str, missing[:5]))}{', ...' if len(missing) > 5 else ''}): a kept split needs "
+                            "them all (merge-grids renumbers its models; grow a grid with synth --n-models instead)")
+        changed = [v for v, d in zip(kept.tolist(), dig.tolist()) if str(digests[index[v]]) != d]
+        if changed:
+            raise GridError(f"split_from: {len(changed)} of the {kept.size} {k} models of {model_dir} have other labels in this store under "
+                            f"the same id (ids {', '.join(map(str, changed[:5]))}{', ...' if len(changed) > 5 else ''}), or the "
+                            "labels are learnt in another order: not the same models")
+        held.update(kept.tolist())
+    train = np.array([v for v in ids.tolist() if v not in held], dtype=ids.dtype)
+    if train.size == 0:
+        raise GridError(f"split_from: no training models left: every model of the store is in the test or validation split of {model_dir}")
+    if train_models is not None:
+        if train_models > train.size:
+            raise ConfigError(f"train_models ({int(train_models)}) exceeds the training models ({train.size}: the store's models "
+                              f"outside {model_dir}'s test and validation splits): pass at most {train.size} or None")
+        train = np.sort(train)[rng_for(seed, 0x5917).permutation(train.size)[:int(train_models)]]
+    return {"train": np.sort(train), "test": np.sort(recorded["test"][0]), "validation": np.sort(recorded["validation"][0])}
+
+
+def split_info(seed, fractions, train_models: int | None = None, n_train: int | None = None, split_from=None) -> dict:
+    """What split.json records beside the ids: the seed, the fractions (or, with `split_from`, the model directory whose
+    test and validation splits were kept) and, with `train_models`, that N and the size of the whole training split it
+    was drawn from (split.json's 'train' holds the N ids actually used)."""
+    info = {"seed": int(seed)}
+    if split_from is None:
+        info["fractions"] = [float(f) for f in fractions]
+    else:
+        info["split_from"] = str(Path(split_from).resolve())
     if train_models is not None:
         info["train_models"] = int(train_models)
         info["train_split_size"] = None if n_train is None else int(n_train)
@@ -472,6 +520,6 @@ def make_loader(stream: CubeStream, *, num_workers: int, prefetch: int, start_me
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kwargs)
 
 
-__all__ = ["split_models", "split_info", "read_split", "write_split", "recorded_split", "model_digests", "split_digest", "flux_digest_lazy",
+__all__ = ["split_models", "split_from_model", "split_info", "read_split", "write_split", "recorded_split", "model_digests", "split_digest", "flux_digest_lazy",
            "flux_digest", "open_training_store", "TrainingStore", "CubeStream", "make_loader",
            "inverse_snr2_loguniform", "logsnr_moments", "SPLITS"]

@@ -32,8 +32,8 @@ from gridkit.store import _aside, _lock, _recover, _remove, reading, release, sw
 
 from . import checkpoint as ck
 from .config import CINNConfig, as_config
-from .data import (CubeStream, buffer_samples, flux_digest, flux_digest_lazy, inverse_snr2_loguniform, logsnr_moments, make_loader, model_digests,
-                   open_training_store, split_digest, split_info, split_models, write_split)
+from .data import (SPLIT_FILE, CubeStream, buffer_samples, flux_digest, flux_digest_lazy, inverse_snr2_loguniform, logsnr_moments, make_loader, model_digests,
+                   open_training_store, read_split, split_digest, split_from_model, split_info, split_models, write_split)
 from .model import CINN
 from .transforms import LabelTransform, flux_basis, flux_statistics
 
@@ -92,12 +92,15 @@ class Trainer:
         st = self.store
         # recorded by run(), nothing is written here; with train_models, "train" is the subset used, the single source of
         # everything fitted on the training split below (label transform, bounds, quantiles, flux statistics, flux basis)
-        self.split = split_models(st.model_ids, cfg.split, cfg.split_seed, train_models=cfg.train_models)
+        digests = model_digests(st.model_ids, st.labels)
+        if cfg.split_from is None:
+            self.split = split_models(st.model_ids, cfg.split, cfg.split_seed, train_models=cfg.train_models)
+        else:
+            self.split = split_from_model(st.model_ids, digests, cfg.split_from, cfg.split_seed, cfg.train_models)
         whole_train = len(st.model_ids) - self.split["test"].size - self.split["validation"].size  # before train_models
-        self.split_info = split_info(cfg.split_seed, cfg.split, cfg.train_models, whole_train)
+        self.split_info = split_info(cfg.split_seed, cfg.split, cfg.train_models, whole_train, cfg.split_from)
         self.pos = {k: _positions(st, v) for k, v in self.split.items()}
         index = {v: i for i, v in enumerate(st.model_ids.tolist())}
-        digests = model_digests(st.model_ids, st.labels)
         #: per split, the digest of each model's (id, labels), aligned with self.split's ids (split.json, model.json)
         self.split_digests = {k: digests[[index[v] for v in ids.tolist()]] for k, ids in self.split.items()}
         train_labels = st.labels[self.pos["train"]]
@@ -195,6 +198,7 @@ class Trainer:
         if resume:
             saved = ck.load_checkpoint(self.out, self.model, self.optimizer)
             self._check_same_data(saved)
+            self._check_same_split()
             state.update(saved)
         else:
             write_split(self.out, self.split, self.split_info, self.split_digests)
@@ -288,6 +292,16 @@ class Trainer:
             raise StoreError(f"the training data changed since this checkpoint: {self.store.path} now hashes to {self.data_hash[:16]}, "
                              f"the checkpoint in {where} was trained on data hashing to {str(recorded)[:16]} (flux, labels, model "
                              "ids, S/N or wavelengths differ); resuming would mix two data sets: start afresh without --resume "
+                             "(another --out)")
+
+    def _check_same_split(self) -> None:
+        """Refuse to resume where the split now drawn differs from the one the checkpoint recorded (a `split_from` model
+        directory retrained or replaced since): the validation and training models must stay those of the first epochs."""
+        recorded = read_split(self.out)
+        changed = [k for k in self.split if not np.array_equal(np.asarray(recorded[k]).astype(str), self.split[k].astype(str))]
+        if changed:
+            raise StoreError(f"cannot resume: the {' and '.join(changed)} models differ from those {self.out / SPLIT_FILE} recorded when "
+                             f"this training started (split_from {self.cfg.split_from} changed since?); start afresh without --resume "
                              "(another --out)")
 
     def _write_log(self, history) -> None:

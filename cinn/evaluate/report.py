@@ -750,7 +750,7 @@ def fit_interval_calibration(model_dir, cube_path, *, split: str = "validation",
     truth = np.tile(spectra.truth, (len(spectra.snrs), 1))
     keys = np.tile(np.asarray(spectra.keys), len(spectra.snrs))
     cal = calibration.fit(post, flux, snrs, truth, n=int(samples), seed=seed, keys=keys,
-                          source=f"{split} split of {Path(cube_path).name} ({spectra.n} models x {len(spectra.snrs)} S/N)")
+                          source=f"{Path(cube_path).name}: {spectra.description}, {spectra.n} models x {len(spectra.snrs)} S/N")
     if write:
         calibration.write(model_dir, cal)
     return cal

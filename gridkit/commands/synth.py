@@ -37,10 +37,13 @@ def register(sub):
 
     m = sub.add_parser("merge-grids", help="merge base grids made in pieces into one grid",
                        description="Concatenate base grids with the same wavelength grid, labels and backend recipe (e.g. pieces "
-                                   "drawn with other seeds on other clusters) into one grid; models are renumbered 0..n-1, "
-                                   "source/source_model say where each comes from; a label set in two inputs is refused.")
+                                   "drawn with other seeds on other clusters) into one grid; models are renumbered 0..n-1 (--keep-ids: "
+                                   "not), source/source_model say where each comes from; a label set in two inputs is refused.")
     m.add_argument("grids", nargs="+", help="input base grids (Zarr)")
     m.add_argument("--out", required=True, help="output Zarr store")
+    m.add_argument("--keep-ids", action="store_true",
+                   help="keep the inputs' model ids (refused where two inputs share one): a network trained on the first "
+                        "grid keeps naming the same models, e.g. for a training with split_from")
     add_progress(m)
     add_overwrite(m)
     add_cluster_options(m, default_workers=0)
@@ -89,6 +92,6 @@ def _merge(args):
     from ._common import client_from_args
 
     with client_from_args(args) as client:
-        merged = merge_grids(args.grids, args.out, overwrite=args.overwrite, progress=not args.no_progress, client=client)
+        merged = merge_grids(args.grids, args.out, keep_ids=args.keep_ids, overwrite=args.overwrite, progress=not args.no_progress, client=client)
     print(f"{args.out}: {merged.sizes['model']} models from {len(args.grids)} grids")
     return 0

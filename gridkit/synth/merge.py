@@ -2,9 +2,10 @@
 
 The grids must share the wavelength grid (exactly), the labels, the backend and its recipe (provenance without
 install paths) and the flux's units and resolving power. A model with the same labels as a model of another input
-(a piece merged twice, the same prior and seed run twice) is an error. The merged grid numbers its models 0..n-1;
-`source(model)` says which input each comes from (attr `sources` lists them in that order: path, n_models, prior,
-seed) and `source_model(model)` its id there.
+(a piece merged twice, the same prior and seed run twice) is an error. The merged grid numbers its models 0..n-1
+(with `keep_ids`: keeps each input's ids, refused where two inputs share one, so that a trained network's recorded
+split, `split_from`, still names the same models); `source(model)` says which input each comes from (attr `sources`
+lists them in that order: path, n_models, prior, seed) and `source_model(model)` its id there.
 """
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ PIECE_ATTRS = ("created", "history", "sources", "turbospectrum_home", "label_pri
 MAX_REGION = 64
 
 
-def merge_grids(grids: Iterable, out=None, *, overwrite: bool = False, progress: bool = False, client=None) -> xr.Dataset:
+def merge_grids(grids: Iterable, out=None, *, keep_ids: bool = False, overwrite: bool = False, progress: bool = False,
+                client=None) -> xr.Dataset:
     """Merge base grids (paths or Datasets) into one; write it to `out` (Zarr) when given and return it (lazy).
+    keep_ids: keep the inputs' model ids (GridError where two inputs share an id) instead of numbering 0..n-1.
     Everything is checked before anything is written; `out` may not be, contain or lie inside an input."""
     from ..grid import open_grid
     from .grow import _recipe
@@ -72,6 +75,14 @@ def merge_grids(grids: Iterable, out=None, *, overwrite: bool = False, progress:
         ids = np.concatenate([np.asarray(ds[MODEL].values) for ds in dss])
         raise GridError(f"{int((counts > 1).sum())} label set(s) appear more than once, e.g. model {ids[a]} of {names[which[a]]} and model "
                         f"{ids[b]} of {names[which[b]]} (the same piece twice, or the same prior and seed run twice?); cannot merge")
+    ids = np.concatenate([np.asarray(ds[MODEL].values) for ds in dss])
+    if keep_ids:
+        uniq_ids, first, id_counts = np.unique(ids, return_index=True, return_counts=True)
+        if (id_counts > 1).any():
+            shared = uniq_ids[id_counts > 1]
+            owners = sorted({names[which[j]] for j in np.flatnonzero(np.isin(ids, shared))})
+            raise GridError(f"keep_ids: {shared.size} model id(s) appear in more than one input ({', '.join(owners)}), e.g. {shared[:5].tolist()}; "
+                            "merge without keep_ids (models numbered 0..n-1)")
     parts = []
     for k, ds in enumerate(dss):
         ds = ds[sorted(ref_vars)].reset_coords(drop=True)
@@ -83,7 +94,8 @@ def merge_grids(grids: Iterable, out=None, *, overwrite: bool = False, progress:
             var.encoding = {}
         parts.append(part)
     merged = xr.concat(parts, dim=MODEL, data_vars="all", coords="minimal", compat="override", join="override", combine_attrs="drop_conflicts")
-    merged = merged.assign_coords({MODEL: (MODEL, np.arange(merged.sizes[MODEL]), {"long_name": "model id"}), WAVELENGTH: ref[WAVELENGTH]})
+    new_ids = ids if keep_ids else np.arange(merged.sizes[MODEL])
+    merged = merged.assign_coords({MODEL: (MODEL, new_ids, {"long_name": "model id"}), WAVELENGTH: ref[WAVELENGTH]})
     if "flux" in merged:
         merged["flux"] = merged["flux"].astype(np.float32)
     sources = [{"path": n, "n_models": int(ds.sizes[MODEL]), "label_prior": ds.attrs.get("label_prior", ""), "label_seed": ds.attrs.get("label_seed", ""),
@@ -95,7 +107,7 @@ def merge_grids(grids: Iterable, out=None, *, overwrite: bool = False, progress:
     n = merged.sizes[MODEL]
     region = max(1, min(n, MAX_REGION))
     _store.write_dataset(merged, out, dim=MODEL, region_size=region, overwrite=overwrite, progress=progress, client=client, desc="merge grids",
-                         fingerprint_parts=("merge-grids", sources), inputs=paths)
+                         fingerprint_parts=("merge-grids", sources, *(["keep_ids"] if keep_ids else [])), inputs=paths)
     return open_grid(out, kind="base")
 
 

@@ -287,6 +287,15 @@ def test_cli_grows_a_grid_and_merges_pieces(tmp_path, capsys):
     with pytest.raises(GridError, match=r"another recipe than .*a.zarr \(attr 'generator'"):
         merge_grids([a, recipe])
     assert not (tmp_path / "twice.zarr").exists()
+    # --keep-ids: the inputs' ids stay (a network's recorded split keeps naming its models); shared ids are refused
+    assert main(["merge-grids", str(a), str(b), "--keep-ids", "--out", str(tmp_path / "kept.zarr"), "--no-progress"]) == 2
+    assert "keep_ids: 4 model id(s) appear in more than one input" in capsys.readouterr().err
+    assert not (tmp_path / "kept.zarr").exists()
+    shifted = open_grid(b).assign_coords(model=open_grid(b).model + 100)
+    kept = merge_grids([a, shifted], tmp_path / "kept.zarr", keep_ids=True)
+    assert list(kept.model.values) == [0, 1, 2, 3, 4, 100, 101, 102, 103]
+    assert list(kept.source_model.values) == [0, 1, 2, 3, 4, 100, 101, 102, 103]
+    np.testing.assert_array_equal(kept.flux.values, m.flux.values)
 
 
 # -- Turbospectrum: the acceptance test ------------------------------------------------------------------
