@@ -100,7 +100,7 @@ def split_from_model(model_ids, digests, model_dir, seed: int = 42, train_models
         if missing:
             raise GridError(f"split_from: {len(missing)} of the {kept.size} {k} models of {model_dir} are not in this store "
                             f"(ids {', '.join(map(str, missing[:5]))}{', ...' if len(missing) > 5 else ''}): a kept split needs "
-                            "them all (merge-grids renumbers its models; grow a grid with synth --n-models instead)")
+                            "them all (merge-grids renumbers the models unless --keep-ids; a grid grown with synth --n-models keeps its ids)")
         changed = [v for v, d in zip(kept.tolist(), dig.tolist()) if str(digests[index[v]]) != d]
         if changed:
             raise GridError(f"split_from: {len(changed)} of the {kept.size} {k} models of {model_dir} have other labels in this store under "
