@@ -68,16 +68,15 @@ def merge_grids(grids: Iterable, out=None, *, keep_ids: bool = False, overwrite:
     labels = sorted(k for k in ref_vars if k not in ("flux", "status"))
     rows = np.concatenate([np.column_stack([np.asarray(ds[k].values, dtype=np.float64) for k in labels]) for ds in dss])
     which = np.concatenate([np.full(ds.sizes[MODEL], k, dtype=np.int16) for k, ds in enumerate(dss)])
+    ids = np.concatenate([np.asarray(ds[MODEL].values) for ds in dss])
     uniq, inverse, counts = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
     if (counts > 1).any():
         dup = np.flatnonzero(counts[inverse.ravel()] > 1)
         a, b = dup[0], next(j for j in dup[1:] if (rows[j] == rows[dup[0]]).all())
-        ids = np.concatenate([np.asarray(ds[MODEL].values) for ds in dss])
         raise GridError(f"{int((counts > 1).sum())} label set(s) appear more than once, e.g. model {ids[a]} of {names[which[a]]} and model "
                         f"{ids[b]} of {names[which[b]]} (the same piece twice, or the same prior and seed run twice?); cannot merge")
-    ids = np.concatenate([np.asarray(ds[MODEL].values) for ds in dss])
     if keep_ids:
-        uniq_ids, first, id_counts = np.unique(ids, return_index=True, return_counts=True)
+        uniq_ids, id_counts = np.unique(ids, return_counts=True)
         if (id_counts > 1).any():
             shared = uniq_ids[id_counts > 1]
             owners = sorted({names[which[j]] for j in np.flatnonzero(np.isin(ids, shared))})
