@@ -19,8 +19,9 @@ monotone per spectrum and label, so draws keep their ranks (correlations between
 f_reject are not changed.
 
 What it guarantees: on spectra like the fitting ones (same grid, same noise model), the central intervals hold the
-truth at their level per label and S/N, up to the fitting set's sampling error (about sqrt(u (1 - u) / N) for N
-spectra per S/N). What it cannot fix: spectra unlike the fitting ones (other physics, other normalisation, S/N
+truth at their level per label and S/N in expectation over fitting sets, whatever their size (the empirical quantiles
+are taken at the plotting positions i / (N + 1), as split-conformal intervals are), up to the fitting set's sampling
+error (about sqrt(u (1 - u) / N) for N spectra per S/N). What it cannot fix: spectra unlike the fitting ones (other physics, other normalisation, S/N
 outside); a median shifted by the remap is a shift learnt on the grid (the network's average bias there), not a
 correction of the grid's systematics against real stars.
 
@@ -216,7 +217,11 @@ def fit_draws(draws: np.ndarray, inside: np.ndarray, truth: np.ndarray) -> tuple
     k, _, d = draws.shape
     quants = quantiles_in_bounds(draws, inside, QUANTILES)
     pits = np.full((k, d), np.nan)
-    scale = np.maximum(np.nanquantile(_sides(quants, truth, QUANTILES), LEVEL, axis=0), 1e-3)
+    # the empirical quantiles take the order statistics at the plotting positions i / (k + 1) ("weibull"): the i-th of k
+    # exchangeable values lies below a new one with probability i / (k + 1), so the intervals fitted on k spectra hold
+    # the truth of a new spectrum at their level in expectation. numpy's default (linear) positions, (i - 1) / (k - 1),
+    # make the remap's central u interval hold u (k - 1) / (k + 1) instead: 0.676 for k = 342, 0.615 for k = 20
+    scale = np.maximum(np.nanquantile(_sides(quants, truth, QUANTILES), LEVEL, axis=0, method="weibull"), 1e-3)
     median = quants[:, :, QUANTILES.index(0.5)]
     for i in range(k):
         x = draws[i][inside[i]]
@@ -228,7 +233,7 @@ def fit_draws(draws: np.ndarray, inside: np.ndarray, truth: np.ndarray) -> tuple
         x = np.sort(x, axis=0)
         grid = np.linspace(0.0, 1.0, x.shape[0])
         pits[i] = [np.interp(raw_truth[j], x[:, j], grid) for j in range(d)]
-    table = np.nanquantile(pits, PIT_LEVELS, axis=0).T  # (d, L)
+    table = np.nanquantile(pits, PIT_LEVELS, axis=0, method="weibull").T  # (d, L)
     # the ends extrapolated from their neighbours: the lowest and highest PIT are extremes of the Monte-Carlo noise too,
     # and would spread the calibrated posterior's extreme draws where no truth was
     table[:, 0], table[:, -1] = 2 * table[:, 1] - table[:, 2], 2 * table[:, -2] - table[:, -3]
