@@ -202,6 +202,19 @@ def coverage_error(level, n_star: int) -> np.ndarray:
     return np.sqrt(level * (1.0 - level) / max(int(n_star), 1))
 
 
+def coverage_within_probability(level: float, n_star: int, tolerance: float) -> float:
+    """The probability that a calibrated posterior's empirical coverage over n_star stars lands within `level` +-
+    `tolerance`: the binomial (n_star, level) mass of the counts k with |k / n_star - level| <= tolerance. With a test
+    set of 161 stars it is 0.82 at 68 % +- 0.05, so a table of 39 such cells has about 7 outside even when calibrated
+    (the calibration's own fitting error, not counted here, adds to it)."""
+    from scipy import stats
+
+    n = max(int(n_star), 1)
+    k = np.arange(n + 1)
+    inside = np.abs(k / n - float(level)) <= float(tolerance) + 1e-12
+    return float(stats.binom.pmf(k[inside], n, float(level)).sum())
+
+
 def binned_median(x, y, edges) -> tuple[np.ndarray, np.ndarray]:
     """Median of y (n[, k]) in bins of x (n,) with `edges`; returns (medians (n_bin[, k]), counts (n_bin,)).
     Empty bins are NaN. Used for the posterior width against [Fe/H] (Fig. A.3)."""

@@ -231,9 +231,27 @@ def markdown_summary(tables: Mapping, labels: Sequence[str], meta: Mapping) -> s
     c68 = cov[np.isclose(cov["level"], 0.68)]
     if len(c68):
         block("Coverage of the central 68 % interval (calibrated: 0.68)", lambda lab, i: f"{c68[lab][i]:.3f}")
+        lines.extend(coverage_chance_lines(c68, labels))
     sbc = tables["sbc"]
     block("SBC rank uniformity, chi-square p-value (< 0.01: miscalibrated)", lambda lab, i: f"{sbc[lab][i]:.2g}")
     return "\n".join(lines)
+
+
+def coverage_chance_lines(c68, labels: Sequence[str], tolerance: float = 0.05) -> list[str]:
+    """What the 68 % table can show with this many stars: how many cells lie within 0.68 +- `tolerance` and within the
+    binomial 2 sigma, against how many a calibrated posterior reaches by chance (a test split of a few hundred models
+    misses +- 0.05 in some cells whatever the network)."""
+    values = np.array([[float(c68[lab][i]) for lab in labels] for i in range(len(c68))])
+    n_star = np.array([int(v) for v in c68["n_star"]])
+    err = np.array([float(metrics.coverage_error(0.68, n)) for n in n_star])[:, None]
+    within = int((np.abs(values - 0.68) <= tolerance + 1e-12).sum())
+    within2 = int((np.abs(values - 0.68) <= 2 * err + 1e-12).sum())
+    expected = sum(metrics.coverage_within_probability(0.68, n, tolerance) for n in n_star) * len(labels)
+    expected2 = sum(metrics.coverage_within_probability(0.68, n, 2 * e) for n, e in zip(n_star, err[:, 0])) * len(labels)
+    n_cells = values.size
+    return [f"{within} of {n_cells} cells within 0.68 ± {tolerance:g}, where a calibrated posterior reaches about "
+            f"{expected:.0f} by chance with {', '.join(str(n) for n in sorted(set(n_star)))} stars per S/N (binomial); "
+            f"{within2} of {n_cells} within the binomial 2 σ (about {expected2:.0f} by chance).", ""]
 
 
 def ppc_markdown(stats: Sequence[Mapping], snr: float) -> str:

@@ -85,6 +85,16 @@ def test_coverage_of_an_exactly_calibrated_gaussian_posterior_is_nominal():
     assert np.allclose(metrics.coverage_from_ranks(ranks, samples.shape[1], levels), cov, atol=0.02)
 
 
+def test_the_chance_of_a_calibrated_coverage_within_a_tolerance_is_the_binomial_mass():
+    # 10 stars at 50 % +- 0.1: 4, 5 or 6 inside, (210 + 252 + 210) / 1024
+    assert metrics.coverage_within_probability(0.5, 10, 0.1) == pytest.approx(672 / 1024, rel=1e-12)
+    # the acceptance's 68 % +- 0.05 over a 161-model test split, against simulated calibrated test sets
+    k = np.random.default_rng(0).binomial(161, 0.68, size=200_000)
+    simulated = np.mean(np.abs(k / 161 - 0.68) <= 0.05)
+    assert metrics.coverage_within_probability(0.68, 161, 0.05) == pytest.approx(simulated, abs=0.005)
+    assert 0.80 < simulated < 0.85
+
+
 def test_overconfident_posterior_undercovers_and_underconfident_overcovers():
     narrow, theta = _gaussian_toy(width_factor=0.5)
     wide, _ = _gaussian_toy(width_factor=2.0)

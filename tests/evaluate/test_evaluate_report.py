@@ -73,6 +73,12 @@ def test_report_figures_summary_and_ppc(report):
         assert png.stat().st_size > 20_000  # drawn, not empty
     summary = (report / "summary.md").read_text()
     assert "Table A.1" in summary and "Coverage of the central 68 % interval" in summary and "Posterior predictive check" in summary
+    # the 68 % table's count of cells within +- 0.05, beside what a calibrated posterior reaches by chance
+    cov = _table(report / "coverage.ecsv")
+    c68 = cov[np.isclose(cov["level"], 0.68)]
+    labels = json.loads((report / "summary.json").read_text())["labels"]
+    within = int(sum(np.sum(np.abs(np.asarray(c68[lab]) - 0.68) <= 0.05 + 1e-12) for lab in labels))
+    assert f"{within} of {len(c68) * len(labels)} cells within 0.68 ± 0.05, where a calibrated posterior reaches about" in summary
     meta = json.loads((report / "summary.json").read_text())
     assert set(meta["coverage_68"]) >= set(LABELS_SHOWN) and all(0 <= v <= 1 for v in meta["coverage_68"].values())
     sal = xr.open_zarr(report / "saliency_snr300.zarr", consolidated=False)
