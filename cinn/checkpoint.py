@@ -234,10 +234,13 @@ def _remove_created(out: Path, made: list[Path], before: set[str]) -> None:
 
 
 # -- training checkpoints -------------------------------------------------------------------------
-def save_checkpoint(model_dir, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Write checkpoint/last.safetensors (weights + Adam state) and checkpoint/state.json."""
+def save_checkpoint(model_dir, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+                    extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Write checkpoint/last.safetensors (weights + Adam state + `extra` tensors, e.g. the averaged weights) and
+    checkpoint/state.json."""
     ckpt = Path(model_dir) / CKPT_DIR
     tensors = {"model." + k: v for k, v in model.state_dict().items()}
+    tensors.update({"extra." + k: v for k, v in (extra or {}).items()})
     opt = optimizer.state_dict()
     for pid, pstate in opt["state"].items():
         for name, value in pstate.items():
@@ -253,8 +256,10 @@ def save_best(model_dir, model: torch.nn.Module) -> str:
     return save_tensors(Path(model_dir) / CKPT_DIR / BEST, model.state_dict())
 
 
-def load_checkpoint(model_dir, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore weights and Adam state from checkpoint/; return the saved training state."""
+def load_checkpoint(model_dir, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    extra: dict[str, torch.Tensor] | None = None) -> dict:
+    """Restore weights and Adam state from checkpoint/ (and the `extra` tensors saved beside them into the dict
+    `extra`); return the saved training state."""
     ckpt = Path(model_dir) / CKPT_DIR
     state = read_json(ckpt / STATE)
     files = state.get("files") if isinstance(state.get("files"), dict) else {}
@@ -262,6 +267,8 @@ def load_checkpoint(model_dir, model: torch.nn.Module, optimizer: torch.optim.Op
     if int(state.get("best_epoch", 0) or 0) > 0 or (ckpt / BEST).exists():
         load_best(model_dir, files.get(BEST))  # the best epoch's weights become the model: check them now, not at the end
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if extra is not None:
+        extra.update({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
     opt_state: dict = {}
     for key, value in tensors.items():
         if key.startswith("opt."):

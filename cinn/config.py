@@ -65,6 +65,11 @@ class CINNConfig:
     reverse_noise: float = 1e-5
     reverse_weight: float = 1.0
     grad_clip: float = 10.0
+    #: None (the published method): the weights validated, kept as the best and written are the optimiser's. A decay d
+    #: in (0, 1): they are an exponential moving average of the optimiser's weights over its steps (Polyak averaging),
+    #: w_avg <- d w_avg + (1 - d) w after every step, starting at the first step's weights; the optimiser itself goes
+    #: on from its own weights. It smooths the epoch-to-epoch noise of a small grid's training (docs/science.md)
+    weight_average: float | None = None
     #: epochs without a better validation loss before stopping
     patience: int = 10
     #: consecutive non-finite losses (batches skipped) before training stops with an error
@@ -149,6 +154,9 @@ class CINNConfig:
         if self.label_margin is not None and (isinstance(self.label_margin, bool) or not isinstance(self.label_margin, (int, float))
                                               or not 0 < self.label_margin < float("inf")):
             raise ConfigError(f"label_margin must be None (no logit) or a number > 0 (fraction of each label's range), got {self.label_margin!r}")
+        if self.weight_average is not None and (isinstance(self.weight_average, bool) or not isinstance(self.weight_average, (int, float))
+                                                or not 0 < self.weight_average < 1):
+            raise ConfigError(f"weight_average must be None (the optimiser's weights) or a decay in (0, 1) per step, got {self.weight_average!r}")
         if not self.log_floor > 0:
             raise ConfigError(f"log_floor must be > 0, got {self.log_floor!r}")
         if not self.lr > 0 or not 0 < self.lr_decay <= 1:

@@ -134,6 +134,8 @@ class Trainer:
             self.model.set_flux_basis(flux_basis(base.isel(model=self.pos["train"]), self.flux_mean, self.flux_std, cfg.flux_components))
         self.model = self.model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        #: the averaged weights (cfg.weight_average), one per floating-point parameter; None until the first step
+        self.averaged: list[torch.Tensor] | None = None
         self.data_hash = data_hash(st, flux_digest(blocks, st.flux))
 
     # -- streams -------------------------------------------------------------------------------
@@ -196,7 +198,10 @@ class Trainer:
         cfg = self.cfg
         state = {"epoch": 0, "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "files": {}, "stopped": False}
         if resume:
-            saved = ck.load_checkpoint(self.out, self.model, self.optimizer)
+            extra: dict[str, torch.Tensor] = {}
+            saved = ck.load_checkpoint(self.out, self.model, self.optimizer, extra)
+            if extra:
+                self.averaged = [extra[f"averaged.{i}"].to(self.device) for i in range(len(extra))]
             self._check_same_data(saved)
             self._check_same_split()
             state.update(saved)
@@ -247,10 +252,12 @@ class Trainer:
                     else:
                         nonfinite_run = 0
                         self.optimizer.step()
+                        self._average()
                         sums += [float(loss.detach()), float(nll.detach()), float(rev.detach())]
                         n_ok += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{float(loss.detach()):.3f}", epoch=epoch + 1)
+                self._swap_averaged()  # the averaged weights are validated and kept as the best ...
                 v_nll, v_rev = self.validate()
                 tr = sums / max(n_ok, 1)
                 state["epoch"] = epoch + 1
@@ -265,7 +272,10 @@ class Trainer:
                     state["bad_epochs"] += 1
                 if state["bad_epochs"] >= cfg.patience:
                     state["stopped"] = True
-                ck.save_checkpoint(self.out, self.model, self.optimizer, {**state, "config": cfg.to_dict(), "data_hash": self.data_hash})
+                self._swap_averaged()  # ... and the optimiser goes on from its own
+                averaged = {f"averaged.{i}": t for i, t in enumerate(self.averaged or [])}
+                ck.save_checkpoint(self.out, self.model, self.optimizer, {**state, "config": cfg.to_dict(), "data_hash": self.data_hash},
+                                   averaged)
                 self._write_log(state["history"])
                 if self.on_epoch is not None:
                     self.on_epoch(dict(state["history"][-1]))
@@ -280,6 +290,32 @@ class Trainer:
                                    f"(now {cfg.lr:.3g}) or grad_clip ({cfg.grad_clip})")
         self.write_model(ck.load_best(self.out, state["files"]["best.safetensors"]), state)
         return self.out
+
+    def _averaged_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.is_floating_point()]  # not FrEIA's integer permutations
+
+    @torch.no_grad()
+    def _average(self) -> None:
+        """One step of the weights' moving average (cfg.weight_average), started at the first step's weights."""
+        if self.cfg.weight_average is None:
+            return
+        params = self._averaged_parameters()
+        if self.averaged is None:
+            self.averaged = [p.detach().clone() for p in params]
+            return
+        d = float(self.cfg.weight_average)
+        for a, p in zip(self.averaged, params):
+            a.mul_(d).add_(p.detach(), alpha=1.0 - d)
+
+    @torch.no_grad()
+    def _swap_averaged(self) -> None:
+        """Exchange the model's weights with the averaged ones (twice: back to the optimiser's)."""
+        if self.averaged is None:
+            return
+        for a, p in zip(self.averaged, self._averaged_parameters()):
+            held = p.detach().clone()
+            p.copy_(a)
+            a.copy_(held)
 
     def _check_same_data(self, saved: dict) -> None:
         """Refuse to resume a checkpoint trained on other data than the store now holds (StoreError)."""
