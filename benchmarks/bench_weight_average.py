@@ -1,7 +1,7 @@
 """Cost of `weight_average` (the moving average of the weights after every optimiser step, `cinn.train.Trainer`)
 beside the plain training step, in one run: forward + backward + gradient clip + Adam step of a batch, with and
 without the averaging update, for the reference recipe's network (flux compressed to 128 components) and the
-published network (25,200 pixels into the 2048-1024-512 feature network: 59 M parameters to average).
+published network (25,200 pixels into the 2048-1024-512 feature network: 67 M parameters to average).
 Run: `python -m benchmarks weight_average [--repeats 5 --steps 4]`."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import torch
 
 
-def _setup(name: str, cfg, n_wave: int, batch: int):
+def _setup(cfg, n_wave: int, batch: int):
     from cinn.model import CINN
     from cinn.train import Trainer
 
@@ -27,18 +27,21 @@ def _setup(name: str, cfg, n_wave: int, batch: int):
     t = SimpleNamespace(cfg=cfg, model=model, averaged=None)
     t._averaged_parameters = lambda: Trainer._averaged_parameters(t)
 
-    def step(average: bool) -> None:
+    def average() -> None:
+        Trainer._average(t)
+
+    def step(with_average: bool) -> None:
         opt.zero_grad(set_to_none=True)
         z, logdet = model(x, cond)
         loss = (0.5 * (z * z).sum(1) - logdet).mean() / z.shape[1]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        if average:
-            Trainer._average(t)
+        if with_average:
+            average()
 
     n_avg = sum(p.numel() for p in model.parameters() if p.is_floating_point())
-    return name, step, lambda: Trainer._average(t), n_avg
+    return step, average, n_avg
 
 
 def main(argv=None) -> None:
@@ -56,7 +59,7 @@ def main(argv=None) -> None:
     print(f"torch threads {torch.get_num_threads()}; median of {args.repeats} repeats of {args.steps} steps")
     print(f"{'network':<28} {'parameters':>11} {'step ms':>9} {'step+avg ms':>12} {'avg alone ms':>13} {'ratio':>6}")
     for name, cfg, batch in (("reference recipe, batch 256", recipe, 256), ("published, batch 256", published, 256)):
-        name, step, average, n_avg = _setup(name, cfg, args.n_wave, batch)
+        step, average, n_avg = _setup(cfg, args.n_wave, batch)
         step(True)  # warm-up (and the average's first copy)
         times = {False: [], True: []}
         alone = []
