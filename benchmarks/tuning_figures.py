@@ -12,12 +12,16 @@ def read(tune_dir: Path) -> tuple[list[dict], list[str]]:
     with open(tune_dir / "trials.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     params = [k for k in rows[0] if k not in ("number", "state", "value", "epochs_reported")] if rows else []
+    logs = {}
     for r in rows:
         log = tune_dir / "trials" / f"{int(r['number']):04d}" / "log.csv"  # cinn.tune's trial directories
-        r["curve"] = []
         if log.exists():
             with open(log, newline="") as fh:
-                r["curve"] = [(int(e["epoch"]), float(e["val_nll"])) for e in csv.DictReader(fh) if int(e["epoch"]) > 0 and e["val_nll"] not in ("", "nan")]
+                logs[r["number"]] = [e for e in csv.DictReader(fh) if int(e["epoch"]) > 0]
+    # the column the study ranked by (cinn.tune.objective_column): in physical label units where every log has it
+    column = "val_nll_physical" if all(e.get("val_nll_physical") not in (None, "") for log in logs.values() for e in log) else "val_nll"
+    for r in rows:
+        r["curve"] = [(int(e["epoch"]), float(e[column])) for e in logs.get(r["number"], []) if e[column] not in ("", "nan")]
         # the best validation NLL of the trial's epochs (Optuna's value of a pruned trial is its last report)
         r["best"] = min(v for _, v in r["curve"]) if r["curve"] else (float(r["value"]) if r["value"] not in ("", None) else None)
     return rows, params

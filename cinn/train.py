@@ -37,7 +37,11 @@ from .data import (SPLIT_FILE, CubeStream, buffer_samples, flux_digest, flux_dig
 from .model import CINN
 from .transforms import LabelTransform, flux_basis, flux_statistics
 
-LOG_FIELDS = ("epoch", "lr", "train_loss", "train_nll", "train_reverse", "val_nll", "val_reverse", "skipped", "seconds")
+#: val_nll is the flow's NLL per label in its standardized (log/logit) targets, the early-stopping score; val_nll_physical
+#: is the same NLL in the physical labels' units (less the label transform's log-Jacobian): comparable between networks
+#: whose label transforms differ (label_margin, log_labels), as cinn.tune's trials must be
+LOG_FIELDS = ("epoch", "lr", "train_loss", "train_nll", "train_reverse", "val_nll", "val_reverse", "skipped", "seconds",
+              "val_nll_physical")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -174,22 +178,25 @@ class Trainer:
         return nll, rev
 
     @torch.no_grad()
-    def validate(self) -> tuple[float, float]:
+    def validate(self) -> tuple[float, float, float]:
+        """(NLL, reverse loss, NLL in physical label units) per label on the validation split's first val_samples."""
         if self.pos["validation"].size == 0:
-            return float("nan"), float("nan")
+            return float("nan"), float("nan"), float("nan")
         self.model.eval()
         stream = self.stream("validation", epoch=-1, shuffle=False)
         n_batches = max(1, math.ceil(self.cfg.val_samples / self.cfg.batch_size))
-        tot_nll = tot_rev = 0.0
+        tot_nll = tot_rev = tot_jac = 0.0
         n = 0
         for x, cond in itertools.islice(stream, n_batches):
+            # p(label) = p(y) |dy/dlabel|: the change of variables from the flow's targets to physical labels
+            tot_jac += float(self.ltf.log_abs_det_forward(self.ltf.inverse(x.numpy())).sum())
             x, cond = x.to(self.device), cond.to(self.device)
             nll, rev = self.losses(x, cond, None)
             tot_nll += float(nll) * x.shape[0]
             tot_rev += float(rev) * x.shape[0]
             n += x.shape[0]
         self.model.train()
-        return tot_nll / n, tot_rev / n
+        return tot_nll / n, tot_rev / n, (tot_nll - tot_jac / len(self.cfg.labels)) / n
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, resume: bool) -> Path:
@@ -208,8 +215,8 @@ class Trainer:
         else:
             write_split(self.out, self.split, self.split_info, self.split_digests)
         if not state["history"]:
-            v_nll, v_rev = self.validate()
-            state["history"].append(_row(0, float("nan"), float("nan"), float("nan"), float("nan"), v_nll, v_rev, 0, 0.0))
+            v_nll, v_rev, v_phys = self.validate()
+            state["history"].append(_row(0, float("nan"), float("nan"), float("nan"), float("nan"), v_nll, v_rev, 0, 0.0, v_phys))
         self._write_log(state["history"])
         pin = self.device.type == "cuda"
         bar = tqdm(total=cfg.epochs * cfg.batches_per_epoch, initial=state["epoch"] * cfg.batches_per_epoch, disable=not self.progress,
@@ -258,10 +265,11 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{float(loss.detach()):.3f}", epoch=epoch + 1)
                 self._swap_averaged()  # the averaged weights are validated and kept as the best ...
-                v_nll, v_rev = self.validate()
+                v_nll, v_rev, v_phys = self.validate()
                 tr = sums / max(n_ok, 1)
                 state["epoch"] = epoch + 1
-                state["history"].append(_row(epoch + 1, lr, tr[0], tr[1], tr[2], v_nll, v_rev, skipped, time.perf_counter() - t0))
+                state["history"].append(_row(epoch + 1, lr, tr[0], tr[1], tr[2], v_nll, v_rev, skipped, time.perf_counter() - t0,
+                                              v_phys))
                 # the best epoch: the lowest FINITE validation NLL (without a validation split: the last finite training loss)
                 has_val = self.pos["validation"].size > 0
                 score = v_nll if has_val else (float(tr[0]) if n_ok else math.nan)
@@ -374,9 +382,9 @@ class Trainer:
         return ck.write_model(self.out, state_dict, wavelength=st.wavelength, flux_mean=self.flux_mean, flux_std=self.flux_std, meta=meta)
 
 
-def _row(epoch, lr, loss, nll, rev, v_nll, v_rev, skipped, secs) -> dict:
+def _row(epoch, lr, loss, nll, rev, v_nll, v_rev, skipped, secs, v_phys) -> dict:
     return {"epoch": epoch, "lr": lr, "train_loss": loss, "train_nll": nll, "train_reverse": rev, "val_nll": v_nll,
-            "val_reverse": v_rev, "skipped": skipped, "seconds": round(secs, 3)}
+            "val_reverse": v_rev, "skipped": skipped, "seconds": round(secs, 3), "val_nll_physical": v_phys}
 
 
 def train(cube_path, out_dir, config=None, epochs=None, batches_per_epoch=None, batch_size=None, resume=False, progress=True,

@@ -4,10 +4,13 @@ optionally spread over a Dask cluster.
 Each trial trains with `cinn.train.Trainer` (the training of `cinn.train`, unchanged) for up to `epochs`
 epochs; after every epoch the validation NLL is reported to the trial and Optuna's HyperbandPruner stops
 unpromising trials early (resource = epochs, min 1, reduction factor 3). The objective is the best
-validation NLL of the trial. The study lives in a journal file (`tune_dir/study.journal`, Optuna's
-JournalFileBackend with a lock file), which every process can append to: with a Dask client, each worker
-runs its share of trials against the same journal (the file must be on a filesystem all workers see, as
-with dask-jobqueue on a cluster's shared disk). A rerun with the same `tune_dir` continues the study.
+validation NLL of the trial in the physical labels' units (log.csv's `val_nll_physical`: the flow's NLL less
+the label transform's log-Jacobian), so that trials whose label transforms differ (`label_margin`, `log_floor`
+in the space) are ranked by one density; a study begun before that column existed keeps ranking by
+`val_nll`. The study lives in a journal file (`tune_dir/study.journal`, Optuna's JournalFileBackend with a
+lock file), which every process can append to: with a Dask client, each worker runs its share of trials
+against the same journal (the file must be on a filesystem all workers see, as with dask-jobqueue on a
+cluster's shared disk). A rerun with the same `tune_dir` continues the study.
 
 Writes, in `tune_dir`:
   study.journal         the Optuna study (open with `optuna.load_study(storage=JournalStorage(...))`)
@@ -32,6 +35,11 @@ from .config import CINNConfig, as_config
 STUDY_NAME = "gridkit-cinn"
 JOURNAL = "study.journal"
 BEST_CONFIG = "best_config.json"
+#: the log.csv column the trials are ranked by (kept in the study's user attribute "objective")
+OBJECTIVE = "val_nll_physical"
+#: config keys that change the label transform: the flow's own NLL (val_nll) differs between their values by more than
+#: the fit, so a study ranked by val_nll cannot search them
+TRANSFORM_KEYS = ("label_margin", "log_labels", "log_floor")
 
 #: the default search space: name -> ("float", lo, hi, log) | ("int", lo, hi, step) | ("categorical", choices)
 DEFAULT_SPACE: dict[str, tuple] = {
@@ -100,19 +108,27 @@ def _study(tune_dir, epochs: int, seed: int | None = None, create: bool = False)
     pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=int(epochs), reduction_factor=3)
     sampler = optuna.samplers.TPESampler(seed=seed)
     if create:
-        return optuna.create_study(study_name=STUDY_NAME, storage=storage(tune_dir), direction="minimize", pruner=pruner,
-                                   sampler=sampler, load_if_exists=True)
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage(tune_dir), direction="minimize", pruner=pruner,
+                                    sampler=sampler, load_if_exists=True)
+        if "objective" not in study.user_attrs and not study.get_trials(deepcopy=False):
+            study.set_user_attr("objective", OBJECTIVE)
+        return study
     return optuna.load_study(study_name=STUDY_NAME, storage=storage(tune_dir), pruner=pruner, sampler=sampler)
 
 
-def _reporter(trial, rows: list):
-    """on_epoch callback of cinn.train.Trainer: keep the epoch's log row in `rows`, report its validation NLL to
-    the Optuna trial, stop the run when Hyperband prunes it."""
+def objective_column(study) -> str:
+    """The log.csv column `study` ranks its trials by: OBJECTIVE, or val_nll for a study begun before it existed."""
+    return str(study.user_attrs.get("objective", "val_nll"))
+
+
+def _reporter(trial, rows: list, column: str):
+    """on_epoch callback of cinn.train.Trainer: keep the epoch's log row in `rows`, report its validation NLL
+    (`column`) to the Optuna trial, stop the run when Hyperband prunes it."""
     import optuna
 
     def on_epoch(row) -> None:
         rows.append(row)
-        epoch, val = int(row["epoch"]), float(row["val_nll"])
+        epoch, val = int(row["epoch"]), float(row[column])
         if not math.isfinite(val):
             raise optuna.TrialPruned(f"validation NLL is {val} at epoch {epoch}")
         trial.report(val, epoch)
@@ -133,6 +149,7 @@ def run_trials(cube_path, tune_dir, n_trials: int, base: dict, space: dict, epoc
     if seed is not None:  # a continued study must not repeat the draws of its first run
         seed = int(seed) + 100_003 * len(_study(tune_dir, epochs).get_trials(deepcopy=False))
     study = _study(tune_dir, epochs, seed)
+    column = objective_column(study)
     from .train import Trainer
 
     base_cfg = CINNConfig.from_dict(base)
@@ -144,13 +161,13 @@ def run_trials(cube_path, tune_dir, n_trials: int, base: dict, space: dict, epoc
         out.mkdir(parents=True, exist_ok=True)
         trial.set_user_attr("model_dir", str(out))
         rows: list = []
-        trainer = Trainer(cube_path, out, cfg, progress=False, on_epoch=_reporter(trial, rows))
+        trainer = Trainer(cube_path, out, cfg, progress=False, on_epoch=_reporter(trial, rows, column))
         try:
             trainer.run(resume=False)
         except TrainingError as exc:  # diverged: a bad corner of the space, not a failure of the search
             raise optuna.TrialPruned(str(exc)) from exc
         trial.set_user_attr("epochs_run", len(rows))
-        vals = [float(r["val_nll"]) for r in rows if math.isfinite(float(r["val_nll"]))]
+        vals = [float(r[column]) for r in rows if math.isfinite(float(r[column]))]
         if not vals:
             raise optuna.TrialPruned("no finite validation NLL")
         return min(vals)
@@ -187,6 +204,11 @@ def tune(cube_path, tune_dir, *, n_trials: int = 20, epochs: int = 30, config=No
     from .data import open_training_store
 
     open_training_store(cube_path, base_cfg.labels, base_cfg.loader)  # a bad cube fails here, before anything is written
+    searched = sorted(set(space) & set(TRANSFORM_KEYS))
+    if searched and (tune_dir / JOURNAL).is_file() and objective_column(_study(tune_dir, epochs)) != OBJECTIVE:
+        raise ConfigError(f"{tune_dir} holds a study ranked by the flow's own val_nll (begun before gridkit ranked trials "
+                          f"by {OBJECTIVE}); it cannot search {', '.join(searched)}, which change the label transform and so "
+                          "that NLL's units: start a new study (another --out)")
     tune_dir.mkdir(parents=True, exist_ok=True)
     _study(tune_dir, epochs, seed, create=True)
     if client is None:
@@ -225,7 +247,7 @@ def summarize(tune_dir, base: Mapping | None = None, epochs: int | None = None) 
             w.writerow([t.number, t.state.name, "" if t.value is None else t.value, len(t.intermediate_values),
                         *[t.params.get(n, "") for n in names]])
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    out = {"n_trials": len(trials), "n_complete": len(complete),
+    out = {"n_trials": len(trials), "n_complete": len(complete), "objective": objective_column(study),
            "n_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials), "trials_csv": str(path)}
     if not complete:
         out.update(best_value=None, best_params=None, best_config=None)
@@ -240,4 +262,5 @@ def summarize(tune_dir, base: Mapping | None = None, epochs: int | None = None) 
     return out
 
 
-__all__ = ["tune", "run_trials", "summarize", "storage", "DEFAULT_SPACE", "check_space", "STUDY_NAME", "BEST_CONFIG"]
+__all__ = ["tune", "run_trials", "summarize", "storage", "DEFAULT_SPACE", "check_space", "objective_column", "STUDY_NAME",
+           "BEST_CONFIG", "OBJECTIVE", "TRANSFORM_KEYS"]

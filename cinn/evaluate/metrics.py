@@ -18,6 +18,11 @@ Calibration (simulation-based calibration, Talts et al. 2018; coverage, e.g. Her
 - `rank_histogram`, `rank_uniformity`: histogram of ranks and a chi-square test of uniformity.
 - `coverage`: fraction of truths inside the central credible interval of each nominal level; equals the
   level for a calibrated posterior, lower for an over-confident one, higher for an under-confident one.
+
+Proper score (Gneiting & Raftery 2007):
+- `nll_per_label`: the mean negative log density of the truths, -log p(truth | spectrum) / n_labels, in the
+  labels' physical units: lowest in expectation for the true posterior, so it ranks networks by accuracy and
+  calibrated width together, whatever their label transforms.
 """
 from __future__ import annotations
 
@@ -213,6 +218,19 @@ def coverage_within_probability(level: float, n_star: int, tolerance: float) -> 
     k = np.arange(n + 1)
     inside = np.abs(k / n - float(level)) <= float(tolerance) + 1e-12
     return float(stats.binom.pmf(k[inside], n, float(level)).sum())
+
+
+def nll_per_label(log_prob, n_labels: int) -> dict:
+    """{"nll", "nll_error", "nll_median", "n_undefined"} of -log p / n_labels over spectra: the mean, its standard error
+    and the median over the finite values of `log_prob` (n_star,), and how many are NaN or infinite (no density)."""
+    lp = np.asarray(log_prob, dtype=np.float64)
+    if lp.ndim != 1 or not (isinstance(n_labels, (int, np.integer)) and n_labels >= 1):
+        raise ConfigError(f"log_prob must be (n_star,) and n_labels >= 1, got shape {lp.shape} and {n_labels!r}")
+    ok = np.isfinite(lp)
+    v = -lp[ok] / n_labels
+    nan = float("nan")
+    return {"nll": float(v.mean()) if v.size else nan, "nll_error": float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else nan,
+            "nll_median": float(np.median(v)) if v.size else nan, "n_undefined": int((~ok).sum())}
 
 
 def binned_median(x, y, edges) -> tuple[np.ndarray, np.ndarray]:

@@ -61,6 +61,8 @@ class SNRResult:
     inside: np.ndarray  # (n_level, n, n_label) bool: truth inside the central interval of LEVELS
     n_samples: int
     extra: dict = field(default_factory=dict)
+    #: (n,) log p(truth | spectrum) of the raw posterior in physical units (NaN where no density is defined); None: not computed
+    log_prob: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -96,8 +98,9 @@ def result_from_samples(snr: float, model, truth, map_, samples, levels: Sequenc
 def concat_results(parts: Sequence[SNRResult]) -> SNRResult:
     """Join the chunks of one S/N."""
     p0 = parts[0]
+    log_prob = None if any(p.log_prob is None for p in parts) else np.concatenate([p.log_prob for p in parts])
     return SNRResult(p0.snr, *(np.concatenate([getattr(p, k) for p in parts], axis=0) for k in ("model", "truth", "map", "q16", "q84", "ranks")),
-                     np.concatenate([p.inside for p in parts], axis=1), p0.n_samples)
+                     np.concatenate([p.inside for p in parts], axis=1), p0.n_samples, log_prob=log_prob)
 
 
 def _nearest_snr(snrs: Sequence[float], target: float) -> float:
@@ -138,7 +141,7 @@ def _table(rows: list[dict], labels: Sequence[str], description: str, per_label:
 def make_tables(results: Sequence[SNRResult], labels: Sequence[str], levels: Sequence[float] = LEVELS,
                 feh_index: int | None = None, feh_edges=FEH_EDGES) -> dict:
     """The report's tables (astropy Tables keyed by name) from per-S/N results."""
-    res_rows, nrmse_rows, width_rows, cov_rows, sbc_rows, feh_rows = [], [], [], [], [], []
+    res_rows, nrmse_rows, width_rows, cov_rows, sbc_rows, feh_rows, nll_rows = [], [], [], [], [], [], []
     for r in sorted(results, key=lambda r: r.snr):
         mean, sigma = metrics.residual_stats(r.map, r.truth)
         row = {"snr": r.snr, "n_star": r.n}
@@ -157,6 +160,8 @@ def make_tables(results: Sequence[SNRResult], labels: Sequence[str], levels: Seq
                              **{lab: cov[k, j] for j, lab in enumerate(labels)}})
         chi2, p = metrics.rank_uniformity(r.ranks, r.n_samples)
         sbc_rows.append({"snr": r.snr, "n_star": r.n, "n_samples": r.n_samples, **{lab: p[j] for j, lab in enumerate(labels)}})
+        if r.log_prob is not None:
+            nll_rows.append({"snr": r.snr, "n_star": r.n, **metrics.nll_per_label(r.log_prob, len(labels))})
         if feh_index is not None:
             med, counts = metrics.binned_median(r.truth[:, feh_index], width, feh_edges)
             for b in range(len(feh_edges) - 1):
@@ -175,6 +180,12 @@ def make_tables(results: Sequence[SNRResult], labels: Sequence[str], levels: Seq
         "sbc": _table(sbc_rows, labels, "simulation-based calibration: chi-square p-value that the rank of the truth among the posterior "
                       "samples is uniform (Talts et al. 2018); < 0.01 flags a miscalibrated label", units=False),
     }
+    if nll_rows:
+        tables["nll"] = _table(nll_rows, labels, "negative log-likelihood of the true labels under the (uncalibrated) posterior, "
+                               "-log p(truth | spectrum) in physical label units divided by the number of labels: nll its mean, "
+                               "nll_error its standard error, nll_median the median, over the n_star - n_undefined spectra where "
+                               "a density is defined (undefined: truth outside the flow's support, or a log label at or below "
+                               "log_floor); a proper score of the whole posterior (accuracy and width), lower is better", units=False)
     if feh_index is not None:
         tables["width_vs_feh"] = _table(feh_rows, labels, "Fig. A.3 (Ksoll et al. 2026): median width of the central 68 % credible "
                                         "interval in bins of true [Fe/H] [feh_lo, feh_hi) per S/N")
@@ -234,6 +245,12 @@ def markdown_summary(tables: Mapping, labels: Sequence[str], meta: Mapping) -> s
         lines.extend(coverage_chance_lines(c68, labels))
     sbc = tables["sbc"]
     block("SBC rank uniformity, chi-square p-value (< 0.01: miscalibrated)", lambda lab, i: f"{sbc[lab][i]:.2g}")
+    if "nll" in tables:
+        nll = tables["nll"]
+        lines.extend(["## Negative log-likelihood of the truth per label (uncalibrated posterior, physical units; lower is better)", "",
+                      "| | " + " | ".join(f"S/N {s:g}" for s in nll["snr"]) + " |", "|---|" + "---|" * len(nll),
+                      "| NLL ± standard error | " + " | ".join(f"{v:.4f} ± {e:.4f}" for v, e in zip(nll["nll"], nll["nll_error"])) + " |",
+                      "| spectra without a density | " + " | ".join(str(int(v)) for v in nll["n_undefined"]) + " |", ""])
     return "\n".join(lines)
 
 
@@ -590,20 +607,34 @@ def _sample_results(post: Posterior, cube, spectra: _Spectra, samples: int, seed
         parts, raw_parts = [], []
         for lo in range(0, spectra.n, chunk):
             part = spectra.subset(slice(lo, lo + chunk))
-            draws, log_q = post.sample(part.flux(cube, s), np.full(part.n, s), n=samples, seed=seed, keys=part.keys, return_log_q=True)
+            flux = part.flux(cube, s)
+            draws, log_q = post.sample(flux, np.full(part.n, s), n=samples, seed=seed, keys=part.keys, return_log_q=True)
             maps = post.map_estimate(draws, log_q)
             in_bounds = post.in_bounds(draws)  # the draws a catalog's quantiles count (and the calibration maps by)
             parts.append(result_from_samples(s, part.model_ids, part.truth, maps, draws, in_bounds=in_bounds))
+            parts[-1].log_prob = _truth_log_prob(post, part.truth, flux, s)
             if calibration is not None:
                 raw_parts.append(parts[-1])
                 calibrated = calibration.apply_samples(draws, np.full(part.n, s), in_bounds)
                 parts[-1] = result_from_samples(s, part.model_ids, part.truth, maps, calibrated, in_bounds=in_bounds)
+                parts[-1].log_prob = raw_parts[-1].log_prob  # the calibration maps intervals, not the density
             bar.update(part.n)
         results.append(concat_results(parts))
         if calibration is not None:
             raw.append(concat_results(raw_parts))
     bar.close()
     return results, (raw if calibration is not None else None)
+
+
+def _truth_log_prob(post: Posterior, truth: np.ndarray, flux: np.ndarray, snr: float) -> np.ndarray:
+    """log p(truth | spectrum) (n,) in physical units; NaN where no density is defined: a log label at or below
+    log_floor (the transform is flat there) or a truth outside the flow's support (label_margin's logit)."""
+    lt = post.label_transform
+    defined = np.all(~lt.log | (truth > lt.floor), axis=1)
+    lp = np.full(truth.shape[0], np.nan)
+    if defined.any():
+        lp[defined] = post.log_prob(truth[defined], flux[defined], np.full(int(defined.sum()), snr))
+    return np.where(np.isfinite(lp), lp, np.nan)
 
 
 def _saliency(post: Posterior, cube, spectra: _Spectra, snr: float, seed: int, out: Path) -> dict[str, Path]:

@@ -129,7 +129,7 @@ def test_a_nan_that_appears_only_in_a_chunk_read_stops_training_naming_models_an
 
 def test_a_run_whose_validation_losses_are_all_non_finite_writes_no_model(small_cube, tmp_path, monkeypatch):
     Trainer = cinn.train.__globals__["Trainer"]
-    monkeypatch.setattr(Trainer, "validate", lambda self: (math.nan, math.nan))
+    monkeypatch.setattr(Trainer, "validate", lambda self: (math.nan, math.nan, math.nan))
     out = tmp_path / "model"
     with pytest.raises(ck.TrainingError, match="no epoch of 2 gave a finite validation loss"):
         cinn.train(small_cube, out, config=QUICK, epochs=2, progress=False)
@@ -142,7 +142,7 @@ def test_the_best_epoch_is_the_best_finite_validation_loss(small_cube, tmp_path,
 
     def validate(self):
         v = next(losses)
-        return v, 0.0
+        return v, 0.0, v
 
     monkeypatch.setattr(Trainer, "validate", validate)
     out = cinn.train(small_cube, tmp_path / "model", config=QUICK, epochs=4, progress=False)

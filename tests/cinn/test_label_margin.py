@@ -123,3 +123,45 @@ def test_a_trained_model_keeps_every_draw_in_the_widened_range(margin_model, toy
     np.testing.assert_allclose(lp[defined], (lq[:2] + lt.log_abs_det_forward(s[:2]))[defined], atol=2e-3)
     ds = post.summarize(flux, snr, n=512, seed=3)
     assert np.all(np.isfinite(ds.teff.values)) and np.all((ds.f_reject.values >= 0) & (ds.f_reject.values < 1))
+
+
+def test_the_logged_validation_nll_in_physical_units_is_the_change_of_variables(margin_model, toy_cube, tiny_config):
+    """log.csv's val_nll_physical = the flow's NLL less log |dy/dlabel|, here with the Jacobian of the label transform
+    (log10 + logit + standardisation) taken by finite differences, on the validation batches the training scored."""
+    import csv
+    import itertools
+    import math
+
+    from cinn.checkpoint import MODEL_WEIGHTS, load_tensors
+    from cinn.train import Trainer
+
+    cfg = CINNConfig.from_dict({**tiny_config, "label_margin": 0.05, "epochs": 4})
+    trainer = Trainer(toy_cube, margin_model.parent / "rescore", cfg, progress=False)
+    with open(margin_model / "log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    meta = json.loads((margin_model / "model.json").read_text())
+    best = next(r for r in rows if int(r["epoch"]) == meta["training"]["best_epoch"])
+    weights = load_tensors(margin_model / MODEL_WEIGHTS, meta["files"][MODEL_WEIGHTS], "model.json")
+    trainer.model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("_gridkit.")})  # not its arrays
+    nll, _, physical = trainer.validate()
+    assert nll == pytest.approx(float(best["val_nll"]), abs=1e-5)
+    assert physical == pytest.approx(float(best["val_nll_physical"]), abs=1e-5)
+
+    lt, d = trainer.ltf, len(cfg.labels)
+    n_batches = max(1, math.ceil(cfg.val_samples / cfg.batch_size))
+    tot_nll = tot_logjac = 0.0
+    n = 0
+    trainer.model.eval()
+    for x, cond in itertools.islice(trainer.stream("validation", epoch=-1, shuffle=False), n_batches):
+        with torch.no_grad():
+            batch_nll, _ = trainer.losses(x, cond, None)
+        lab = lt.inverse(x.numpy())
+        # forward differences: vbroad = 0 models sit at log_floor, where the transform's slope is its right-hand one
+        h = 1e-5 * np.maximum(np.abs(lab), 1.0)
+        dy = np.stack([(lt.forward(lab + h * e)[:, i] - lt.forward(lab)[:, i]) / h[:, i] for i, e in enumerate(np.eye(d))],
+                      axis=1)  # the transform acts label by label
+        tot_nll += float(batch_nll) * x.shape[0]
+        tot_logjac += float(np.log(np.abs(dy)).sum())
+        n += x.shape[0]
+    assert physical == pytest.approx((tot_nll - tot_logjac / d) / n, abs=2e-3)
+    assert abs(physical - nll) > 0.2  # the logit and the standardisation move the NLL: the columns differ

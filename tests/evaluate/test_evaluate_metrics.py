@@ -95,6 +95,34 @@ def test_the_chance_of_a_calibrated_coverage_within_a_tolerance_is_the_binomial_
     assert 0.80 < simulated < 0.85
 
 
+def test_the_exact_posterior_has_the_lowest_nll_and_its_value_is_the_closed_form():
+    """-log p(truth) / n_label of the Gaussian toy's exact posterior: its expectation is the posterior's entropy per label,
+    0.5 log(2 pi e v), v = s^2 / (1 + s^2); too narrow, too wide or shifted posteriors score worse (a proper score)."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(1)
+    s, n = 0.5, 20000
+    theta = rng.normal(size=(n, 2))
+    x = theta + rng.normal(scale=s, size=theta.shape)
+    mu, sd = x / (1 + s**2), np.sqrt(s**2 / (1 + s**2))
+
+    def score(width=1.0, shift=0.0):
+        return metrics.nll_per_label(norm.logpdf(theta, mu + shift, sd * width).sum(axis=1), 2)
+
+    exact = score()
+    assert exact["nll"] == pytest.approx(0.5 * np.log(2 * np.pi * np.e * sd**2), abs=3 * exact["nll_error"])
+    assert exact["n_undefined"] == 0 and 0 < exact["nll_error"] < 0.01
+    for other in (score(width=0.7), score(width=1.4), score(shift=0.2)):
+        assert other["nll"] > exact["nll"] + 5 * exact["nll_error"]
+
+
+def test_nll_counts_the_spectra_without_a_density():
+    out = metrics.nll_per_label(np.array([-2.0, np.nan, -4.0, -np.inf]), 2)
+    assert out == {"nll": 1.5, "nll_error": pytest.approx(np.std([1.0, 2.0], ddof=1) / np.sqrt(2)), "nll_median": 1.5, "n_undefined": 2}
+    with pytest.raises(ConfigError, match="log_prob must be"):
+        metrics.nll_per_label(np.zeros((2, 2)), 2)
+
+
 def test_overconfident_posterior_undercovers_and_underconfident_overcovers():
     narrow, theta = _gaussian_toy(width_factor=0.5)
     wide, _ = _gaussian_toy(width_factor=2.0)

@@ -63,6 +63,25 @@ def test_report_tables_follow_the_paper_layout_with_sane_values(report, tiny_mod
     assert (report / "residuals.csv").read_text().startswith("snr,n_star,")
 
 
+def test_report_nll_is_the_posterior_density_of_the_truths(report, tiny_model, analytic_cube):
+    """nll.csv: -log p(truth | spectrum) / n_labels of the raw posterior, per S/N, equal to Posterior.log_prob on the
+    same spectra; truths with vbroad at or below log_floor (no density) are counted, not scored."""
+    import cinn
+
+    post = cinn.load(tiny_model)
+    ds = xr.open_zarr(analytic_cube, consolidated=False)
+    sub = ds.sel(model=cinn.read_split(tiny_model)["test"])
+    truth = truths(sub, post.label_names)
+    lt = post.label_transform
+    defined = np.all(~lt.log | (truth > lt.floor), axis=1)
+    nll = _table(report / "nll.ecsv")
+    assert list(nll["snr"]) == list(SNR) and set(nll["n_undefined"]) == {int((~defined).sum())}
+    for i, snr in enumerate(SNR):
+        lp = post.log_prob(truth[defined], sub.flux.sel(snr=snr).values[defined], np.full(int(defined.sum()), snr))
+        assert nll["nll"][i] == pytest.approx(-lp.mean() / truth.shape[1], rel=1e-6)
+    assert "Negative log-likelihood of the truth" in (report / "summary.md").read_text()
+
+
 def test_report_figures_summary_and_ppc(report):
     names = {p.name for p in report.glob("*.png")}
     for expected in ("fig4_residuals_vs_snr.png", "fig5_map_vs_truth_snr300.png", "figA2_width_vs_snr.png", "figA3_width_vs_feh.png",

@@ -30,13 +30,13 @@ def test_study_reports_every_epoch_prunes_and_writes_a_loadable_best_config(anal
     trials = study.get_trials()
     assert len(trials) == 3 == res["n_trials"] and res["n_complete"] >= 1
     for t in trials:
-        # one report per epoch trained, equal to that epoch's validation NLL in the trial's own log.csv
+        # one report per epoch trained, equal to that epoch's validation NLL (physical units) in the trial's own log.csv
         log = [r for r in _rows(t.user_attrs["model_dir"] + "/log.csv") if int(r["epoch"]) >= 1]
         assert sorted(t.intermediate_values) == [int(r["epoch"]) for r in log]
         for r in log:
-            assert t.intermediate_values[int(r["epoch"])] == pytest.approx(float(r["val_nll"]))
+            assert t.intermediate_values[int(r["epoch"])] == pytest.approx(float(r["val_nll_physical"]))
         if t.state == optuna.trial.TrialState.COMPLETE:
-            assert len(log) == 2 and t.value == pytest.approx(min(float(r["val_nll"]) for r in log))
+            assert len(log) == 2 and t.value == pytest.approx(min(float(r["val_nll_physical"]) for r in log))
         assert set(t.params) == set(SPACE) and t.params["subnet_width"] in (32, 64)
     cfg = cinn.CINNConfig.from_file(tmp_path / "tune" / BEST_CONFIG)
     best = study.best_trial
@@ -95,3 +95,49 @@ def test_bad_space_and_arguments_are_refused(analytic_cube, tmp_path):
         check_space({"lr": ("float", 0.0, 1e-2, True)})
     with pytest.raises(ConfigError, match="n_trials"):
         tune(analytic_cube, tmp_path / "t", n_trials=0)
+
+
+def test_trials_whose_label_transforms_differ_are_ranked_in_physical_units(analytic_cube, tmp_path):
+    """label_margin (and weight_average) searched: every report is the epoch's val_nll_physical, not the flow's own
+    val_nll (whose units change with the margin), and best_config.json carries the chosen margin."""
+    import optuna
+
+    import cinn
+    from cinn.tune import BEST_CONFIG, OBJECTIVE, STUDY_NAME, storage, tune
+
+    space = {"label_margin": ("categorical", (None, 0.05)), "weight_average": ("categorical", (None, 0.9))}
+    res = tune(analytic_cube, tmp_path / "tune", n_trials=4, epochs=2, config=BASE, space=space, seed=2, progress=False)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage(tmp_path / "tune"))
+    assert res["objective"] == OBJECTIVE == study.user_attrs["objective"] == "val_nll_physical"
+    margins = set()
+    for t in study.get_trials():
+        log = [r for r in _rows(t.user_attrs["model_dir"] + "/log.csv") if int(r["epoch"]) >= 1]
+        for r in log:
+            assert t.intermediate_values[int(r["epoch"])] == pytest.approx(float(r["val_nll_physical"]))
+            assert float(r["val_nll_physical"]) != pytest.approx(float(r["val_nll"]), abs=1e-3)
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert t.value == pytest.approx(min(float(r["val_nll_physical"]) for r in log))
+        margins.add(t.params["label_margin"])
+    assert margins == {None, 0.05}  # both transforms were trained and compared
+    cfg = cinn.CINNConfig.from_file(tmp_path / "tune" / BEST_CONFIG)
+    assert cfg.label_margin == study.best_trial.params["label_margin"]
+    assert cfg.weight_average == study.best_trial.params["weight_average"]
+
+
+def test_a_study_ranked_by_the_flows_own_nll_cannot_search_the_label_transform(analytic_cube, tmp_path):
+    """A study begun before val_nll_physical (no "objective" attribute, trials already told) keeps its val_nll; adding
+    label_margin to its space is refused by name, and the journal is left as it was."""
+    import optuna
+
+    from cinn.tune import STUDY_NAME, _study, objective_column, storage, tune
+    from gridkit.errors import ConfigError
+
+    (tmp_path / "old").mkdir()
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage(tmp_path / "old"), direction="minimize")
+    study.tell(study.ask(), 1.0)
+    before = (tmp_path / "old" / "study.journal").read_bytes()
+    with pytest.raises(ConfigError, match="label_margin.*start a new study"):
+        tune(analytic_cube, tmp_path / "old", n_trials=1, epochs=1, config=BASE, space={"label_margin": ("categorical", (None, 0.05))},
+             progress=False)
+    assert (tmp_path / "old" / "study.journal").read_bytes() == before
+    assert objective_column(_study(tmp_path / "old", epochs=1)) == "val_nll"
