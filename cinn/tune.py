@@ -244,8 +244,9 @@ def summarize(tune_dir, base: Mapping | None = None, epochs: int | None = None) 
         w = csv.writer(fh)
         w.writerow(["number", "state", "value", "epochs_reported", *names])
         for t in trials:
+            # a parameter the trial did not draw is empty; a drawn None ("off", e.g. label_margin) is null, as in the space's JSON
             w.writerow([t.number, t.state.name, "" if t.value is None else t.value, len(t.intermediate_values),
-                        *[t.params.get(n, "") for n in names]])
+                        *["" if n not in t.params else "null" if t.params[n] is None else t.params[n] for n in names]])
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     out = {"n_trials": len(trials), "n_complete": len(complete), "objective": objective_column(study),
            "n_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials), "trials_csv": str(path)}

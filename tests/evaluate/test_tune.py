@@ -119,6 +119,8 @@ def test_trials_whose_label_transforms_differ_are_ranked_in_physical_units(analy
             assert t.value == pytest.approx(min(float(r["val_nll_physical"]) for r in log))
         margins.add(t.params["label_margin"])
     assert margins == {None, 0.05}  # both transforms were trained and compared
+    written = {r["number"]: r["label_margin"] for r in _rows(tmp_path / "tune" / "trials.csv")}
+    assert {written[str(t.number)] for t in study.get_trials()} == {"null", "0.05"}  # "off" is written as the space writes it
     cfg = cinn.CINNConfig.from_file(tmp_path / "tune" / BEST_CONFIG)
     assert cfg.label_margin == study.best_trial.params["label_margin"]
     assert cfg.weight_average == study.best_trial.params["weight_average"]
