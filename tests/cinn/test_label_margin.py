@@ -165,3 +165,30 @@ def test_the_logged_validation_nll_in_physical_units_is_the_change_of_variables(
         n += x.shape[0]
     assert physical == pytest.approx((tot_nll - tot_logjac / d) / n, abs=2e-3)
     assert abs(physical - nll) > 0.2  # the logit and the standardisation move the NLL: the columns differ
+
+
+def test_evaluate_scores_the_truths_with_a_density_and_counts_the_others(margin_model, toy_cube, tmp_path):
+    """nll.csv of a margin network on the toy cube (which has vbroad = 0 models): a truth at or below log_floor, or
+    outside the logit's support, has no density and is counted in n_undefined; the others' mean is log_prob's."""
+    import csv
+
+    import xarray as xr
+
+    from cinn.evaluate.report import evaluate
+
+    post = cinn.load(margin_model)
+    lt = post.label_transform
+    evaluate(margin_model, toy_cube, tmp_path / "report", samples=32, saliency=False, calibrated=False)
+    cube = xr.open_zarr(toy_cube, consolidated=False)
+    sub = cube.sel(model=cinn.read_split(margin_model)["test"])
+    truth = np.stack([sub[n].values.astype(np.float64) for n in post.label_names], axis=1)
+    support = np.where(lt.log, 10.0 ** np.stack([lt.lower, lt.upper]), np.stack([lt.lower, lt.upper]))
+    defined = np.all(~lt.log | (truth > lt.floor), axis=1) & np.all((truth > support[0]) & (truth < support[1]), axis=1)
+    assert 0 < defined.sum() < defined.size  # both kinds are in the test split
+    with open(tmp_path / "report" / "nll.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        snr = float(row["snr"])
+        assert int(row["n_undefined"]) == int((~defined).sum())
+        lp = post.log_prob(truth[defined], sub.flux.sel(snr=snr).values[defined], np.full(int(defined.sum()), snr))
+        assert float(row["nll"]) == pytest.approx(-lp.mean() / truth.shape[1], rel=1e-6)
