@@ -684,6 +684,8 @@ def _summary_meta(post: Posterior, cube_path: Path, spectra: _Spectra, results: 
         "seconds": round(seconds, 2),
         "nrmse_normalisation": "range (max - min) of the true label over the evaluated models",
         "coverage_68": {lab: float(np.mean(r.inside[k68, :, j])) for r in results if r.snr == figure_snr for j, lab in enumerate(labels)},
+        # the proper score per S/N (nll.csv's mean): one number per S/N to compare networks by
+        "nll": {f"{r.snr:g}": metrics.nll_per_label(r.log_prob, len(labels))["nll"] for r in results if r.log_prob is not None},
         "notes": notes,
     }
 

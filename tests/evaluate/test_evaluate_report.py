@@ -80,6 +80,8 @@ def test_report_nll_is_the_posterior_density_of_the_truths(report, tiny_model, a
         lp = post.log_prob(truth[defined], sub.flux.sel(snr=snr).values[defined], np.full(int(defined.sum()), snr))
         assert nll["nll"][i] == pytest.approx(-lp.mean() / truth.shape[1], rel=1e-6)
     assert "Negative log-likelihood of the truth" in (report / "summary.md").read_text()
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["nll"] == {f"{s:g}": pytest.approx(v) for s, v in zip(nll["snr"], nll["nll"])}
 
 
 def test_report_figures_summary_and_ppc(report):
