@@ -20,6 +20,8 @@ def register(sub):
     p.add_argument("--batches-per-epoch", type=int, default=None, help="batches per epoch (overrides the config)")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (overrides the config)")
     p.add_argument("--seed", type=int, default=None, help="seed of the batches and the noise drawn in training (overrides the config's seed; default 0)")
+    p.add_argument("--init-seed", type=int, default=None, help="seed of the initial weights (overrides the config's init_seed; default 0): "
+                                                               "with --seed, another member of an ensemble of seeds")
     add_device(p, default=None, help_default="the config's, auto")
     p.add_argument("--resume", action="store_true", help="continue from out/checkpoint (identical to an uninterrupted run; with "
                                                          "the checkpoint's config, seed and device)")
@@ -35,9 +37,9 @@ def _run(args):
     from ..errors import ConfigError
 
     config = args.config
-    over = {k: v for k, v in {"seed": args.seed, "device": args.device}.items() if v is not None}
+    over = {k: v for k, v in {"seed": args.seed, "init_seed": args.init_seed, "device": args.device}.items() if v is not None}
     if over and args.resume:
-        raise ConfigError(f"--resume continues with the checkpoint's config; drop {', '.join('--' + k for k in over)}")
+        raise ConfigError(f"--resume continues with the checkpoint's config; drop {', '.join('--' + k.replace('_', '-') for k in over)}")
     if over:  # the config file stays an input: never written into, onto or around
         from cinn.config import as_config
 
