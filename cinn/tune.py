@@ -3,7 +3,7 @@ optionally spread over a Dask cluster.
 
 Each trial trains with `cinn.train.Trainer` (the training of `cinn.train`, unchanged) for up to `epochs`
 epochs; after every epoch the validation NLL is reported to the trial and Optuna's HyperbandPruner stops
-unpromising trials early (resource = epochs, min 1, reduction factor 3). The objective is the best
+unpromising trials early (resource = epochs, min `min_epochs` (1), reduction factor 3). The objective is the best
 validation NLL of the trial in the physical labels' units (log.csv's `val_nll_physical`: the flow's NLL less
 the label transform's log-Jacobian), so that trials whose label transforms differ (`label_margin`, `log_floor`
 in the space) are ranked by one density; a study begun before that column existed keeps ranking by
@@ -102,10 +102,10 @@ def storage(tune_dir):
     return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
 
 
-def _study(tune_dir, epochs: int, seed: int | None = None, create: bool = False):
+def _study(tune_dir, epochs: int, seed: int | None = None, create: bool = False, min_epochs: int = 1):
     import optuna
 
-    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=int(epochs), reduction_factor=3)
+    pruner = optuna.pruners.HyperbandPruner(min_resource=int(min_epochs), max_resource=int(epochs), reduction_factor=3)
     sampler = optuna.samplers.TPESampler(seed=seed)
     if create:
         study = optuna.create_study(study_name=STUDY_NAME, storage=storage(tune_dir), direction="minimize", pruner=pruner,
@@ -138,7 +138,8 @@ def _reporter(trial, rows: list, column: str):
     return on_epoch
 
 
-def run_trials(cube_path, tune_dir, n_trials: int, base: dict, space: dict, epochs: int, seed: int | None = None) -> int:
+def run_trials(cube_path, tune_dir, n_trials: int, base: dict, space: dict, epochs: int, seed: int | None = None,
+               min_epochs: int = 1) -> int:
     """Run `n_trials` trials of the study in `tune_dir` in this process (what each Dask task runs). Returns
     the number of trials run."""
     import optuna
@@ -148,7 +149,7 @@ def run_trials(cube_path, tune_dir, n_trials: int, base: dict, space: dict, epoc
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if seed is not None:  # a continued study must not repeat the draws of its first run
         seed = int(seed) + 100_003 * len(_study(tune_dir, epochs).get_trials(deepcopy=False))
-    study = _study(tune_dir, epochs, seed)
+    study = _study(tune_dir, epochs, seed, min_epochs=min_epochs)
     column = objective_column(study)
     from .train import Trainer
 
@@ -178,7 +179,7 @@ def run_trials(cube_path, tune_dir, n_trials: int, base: dict, space: dict, epoc
 
 
 def tune(cube_path, tune_dir, *, n_trials: int = 20, epochs: int = 30, config=None, space: Mapping | None = None,
-         client=None, n_workers: int | None = None, seed: int | None = 0, progress: bool = True) -> dict:
+         client=None, n_workers: int | None = None, seed: int | None = 0, progress: bool = True, min_epochs: int = 1) -> dict:
     """Search the cINN's hyperparameters on `cube_path` with Optuna + Hyperband; write `tune_dir`.
 
     config: the base config (None: published defaults; a CINNConfig, mapping or JSON/YAML path) that the
@@ -187,12 +188,16 @@ def tune(cube_path, tune_dir, *, n_trials: int = 20, epochs: int = 30, config=No
     default DEFAULT_SPACE (lr, n_blocks, subnet_width, clamp, weight_decay).
     client: a dask.distributed Client: the trials are split over `n_workers` tasks (default: the
     cluster's worker count), each running its share against the shared journal; None: all in this process.
+    min_epochs: Hyperband's minimum resource, the epoch of its first rung (default 1): raise it when a searched
+    option starts slowly, as `weight_average` does (its average trails the optimiser's weights by ~1/(1 - d) steps).
     Returns {"best_value", "best_params", "best_config" (path), "n_complete", "n_pruned", "trials_csv"}.
     """
     if not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError(f"n_trials (--trials) must be a positive integer, got {n_trials!r}")
     if not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+    if isinstance(min_epochs, bool) or not isinstance(min_epochs, int) or not 1 <= min_epochs <= epochs:
+        raise ConfigError(f"min_epochs (--min-epochs) must be an integer from 1 to epochs ({epochs}), got {min_epochs!r}")
     base_cfg = as_config(config).replace(epochs=epochs)
     space = check_space(space)
     if client is not None and base_cfg.num_workers > 0:
@@ -212,13 +217,13 @@ def tune(cube_path, tune_dir, *, n_trials: int = 20, epochs: int = 30, config=No
     tune_dir.mkdir(parents=True, exist_ok=True)
     _study(tune_dir, epochs, seed, create=True)
     if client is None:
-        run_trials(cube_path, str(tune_dir.resolve()), n_trials, base, space, epochs, seed)
+        run_trials(cube_path, str(tune_dir.resolve()), n_trials, base, space, epochs, seed, min_epochs)
     else:
         n_tasks = int(n_workers or max(1, len(client.scheduler_info().get("workers", {}))))
         n_tasks = max(1, min(n_tasks, n_trials))
         shares = [n_trials // n_tasks + (1 if i < n_trials % n_tasks else 0) for i in range(n_tasks)]
         futures = [client.submit(run_trials, cube_path, str(tune_dir.resolve()), k, base, space, epochs,
-                                 None if seed is None else seed + i, pure=False, key=f"tune-trials-{i}")
+                                 None if seed is None else seed + i, min_epochs, pure=False, key=f"tune-trials-{i}")
                    for i, k in enumerate(shares)]
         if progress:
             try:

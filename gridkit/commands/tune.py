@@ -21,6 +21,8 @@ def register(sub):
     parser.add_argument("--batches-per-epoch", type=int, default=None, help="override the base config's batches per epoch")
     parser.add_argument("--space", default=None, help='search space JSON file: {"lr": ["float", 1e-4, 1e-2, true], "n_blocks": ["int", 4, 16, 2], '
                         '"subnet_width": ["categorical", [128, 256]]} (default: lr, n_blocks, subnet_width, clamp, weight_decay)')
+    parser.add_argument("--min-epochs", type=int, default=1, help="epoch of Hyperband's first rung, its minimum resource (default 1); "
+                        "raise it (e.g. 4) when weight_average is searched: an average trails the weights for its first epochs")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     add_cluster_options(parser, default_workers=0)  # each worker runs one trial at a time; a scheduler's workers must share the tune dir
     add_progress(parser)
@@ -43,7 +45,8 @@ def _run(args):
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--space {args.space}: cannot read a JSON search space: {exc}") from None
     config = as_config(args.config).replace(batches_per_epoch=args.batches_per_epoch)
-    kwargs = dict(n_trials=args.trials, epochs=args.epochs, config=config, space=space, seed=args.seed, progress=not args.no_progress)
+    kwargs = dict(n_trials=args.trials, epochs=args.epochs, config=config, space=space, seed=args.seed, progress=not args.no_progress,
+                  min_epochs=args.min_epochs)
     from ._common import client_from_args
 
     with client_from_args(args) as client:

@@ -143,3 +143,48 @@ def test_a_study_ranked_by_the_flows_own_nll_cannot_search_the_label_transform(a
              progress=False)
     assert (tmp_path / "old" / "study.journal").read_bytes() == before
     assert objective_column(_study(tmp_path / "old", epochs=1)) == "val_nll"
+
+
+def test_no_trial_is_pruned_before_min_epochs(tmp_path):
+    """min_epochs is Hyperband's first rung: trials far worse than every finished one still run min_epochs epochs."""
+    import optuna
+
+    from cinn.tune import _study
+
+    study = _study(tmp_path, epochs=9, seed=0, create=True, min_epochs=3)
+    assert study.pruner._min_resource == 3
+    for _ in range(10):
+        t = study.ask()
+        for e in range(1, 10):
+            t.report(1.0 / e, e)
+            t.should_prune()
+        study.tell(t, 1.0 / 9)
+    stops = []
+    for _ in range(6):
+        bad = study.ask()
+        stop = None
+        for e in range(1, 10):
+            bad.report(100.0 + e, e)
+            if bad.should_prune():
+                stop = e
+                break
+        stops.append(stop)
+        study.tell(bad, state=optuna.trial.TrialState.PRUNED if stop else optuna.trial.TrialState.COMPLETE, values=None if stop else 109.0)
+    assert all(s is not None and s >= 3 for s in stops), stops
+
+
+def test_min_epochs_out_of_range_is_refused(analytic_cube, tmp_path):
+    from cinn.tune import tune
+    from gridkit.errors import ConfigError
+
+    for bad in (0, 4, True):
+        with pytest.raises(ConfigError, match="min_epochs"):
+            tune(analytic_cube, tmp_path / "t", n_trials=1, epochs=3, min_epochs=bad, progress=False)
+    assert not (tmp_path / "t").exists()
+
+
+def test_the_cli_passes_min_epochs_and_names_a_bad_one(analytic_cube, tmp_path, capsys):
+    from gridkit.cli import main
+
+    assert main(["tune", str(analytic_cube), "--out", str(tmp_path / "t"), "--epochs", "2", "--min-epochs", "3", "--no-progress"]) == 2
+    assert "--min-epochs" in capsys.readouterr().err and not (tmp_path / "t").exists()
