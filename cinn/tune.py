@@ -189,7 +189,8 @@ def tune(cube_path, tune_dir, *, n_trials: int = 20, epochs: int = 30, config=No
     client: a dask.distributed Client: the trials are split over `n_workers` tasks (default: the
     cluster's worker count), each running its share against the shared journal; None: all in this process.
     min_epochs: Hyperband's minimum resource, the epoch of its first rung (default 1): raise it when a searched
-    option starts slowly, as `weight_average` does (its average trails the optimiser's weights by ~1/(1 - d) steps).
+    option starts slowly, as `weight_average` does (its first weights keep a share d^t of the average after t steps:
+    5 % after ~3/(1 - d) steps).
     Returns {"best_value", "best_params", "best_config" (path), "n_complete", "n_pruned", "trials_csv"}.
     """
     if not isinstance(n_trials, int) or n_trials < 1:

@@ -22,7 +22,7 @@ def register(sub):
     parser.add_argument("--space", default=None, help='search space JSON file: {"lr": ["float", 1e-4, 1e-2, true], "n_blocks": ["int", 4, 16, 2], '
                         '"subnet_width": ["categorical", [128, 256]]} (default: lr, n_blocks, subnet_width, clamp, weight_decay)')
     parser.add_argument("--min-epochs", type=int, default=1, help="epoch of Hyperband's first rung, its minimum resource (default 1); "
-                        "raise it (e.g. 4) when weight_average is searched: an average trails the weights for its first epochs")
+                        "raise it past ~3/(1 - d) steps when weight_average is searched: an average keeps its first weights for that long")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     add_cluster_options(parser, default_workers=0)  # each worker runs one trial at a time; a scheduler's workers must share the tune dir
     add_progress(parser)
