@@ -46,6 +46,25 @@ def test_study_reports_every_epoch_prunes_and_writes_a_loadable_best_config(anal
     assert len(_rows(tmp_path / "tune" / "trials.csv")) == 3
 
 
+def _bad_trial_stops(study, n: int = 6) -> list:
+    """The epoch at which Hyperband prunes each of `n` trials far worse than every finished one (None: not pruned),
+    in whichever bracket they land; 9 epochs."""
+    import optuna
+
+    stops = []
+    for _ in range(n):
+        bad = study.ask()
+        stop = None
+        for e in range(1, 10):
+            bad.report(100.0 + e, e)
+            if bad.should_prune():
+                stop = e
+                break
+        stops.append(stop)
+        study.tell(bad, state=optuna.trial.TrialState.PRUNED if stop else optuna.trial.TrialState.COMPLETE, values=None if stop else 109.0)
+    return stops
+
+
 def test_hyperband_prunes_a_trial_that_reports_worse_losses(tmp_path):
     """The pruner and storage as tune() configures them stop a trial far worse than finished ones at its first rung."""
     import optuna
@@ -60,17 +79,7 @@ def test_hyperband_prunes_a_trial_that_reports_worse_losses(tmp_path):
             t.report(1.0 / e, e)
             assert not t.should_prune()  # records the trial's value at each rung, as the tuning loop does
         study.tell(t, 1.0 / 9)
-    stops = []
-    for _ in range(6):  # trials far worse than every finished one, in whichever Hyperband bracket they land
-        bad = study.ask()
-        stop = None
-        for e in range(1, 10):
-            bad.report(100.0 + e, e)
-            if bad.should_prune():
-                stop = e
-                break
-        stops.append(stop)
-        study.tell(bad, state=optuna.trial.TrialState.PRUNED if stop else optuna.trial.TrialState.COMPLETE, values=None if stop else 109.0)
+    stops = _bad_trial_stops(study)
     assert all(s is not None for s in stops), stops
     assert min(stops) < 9 and sum(s < 9 for s in stops) >= 3, stops
 
@@ -147,8 +156,6 @@ def test_a_study_ranked_by_the_flows_own_nll_cannot_search_the_label_transform(a
 
 def test_no_trial_is_pruned_before_min_epochs(tmp_path):
     """min_epochs is Hyperband's first rung: trials far worse than every finished one still run min_epochs epochs."""
-    import optuna
-
     from cinn.tune import _study
 
     study = _study(tmp_path, epochs=9, seed=0, create=True, min_epochs=3)
@@ -159,17 +166,7 @@ def test_no_trial_is_pruned_before_min_epochs(tmp_path):
             t.report(1.0 / e, e)
             t.should_prune()
         study.tell(t, 1.0 / 9)
-    stops = []
-    for _ in range(6):
-        bad = study.ask()
-        stop = None
-        for e in range(1, 10):
-            bad.report(100.0 + e, e)
-            if bad.should_prune():
-                stop = e
-                break
-        stops.append(stop)
-        study.tell(bad, state=optuna.trial.TrialState.PRUNED if stop else optuna.trial.TrialState.COMPLETE, values=None if stop else 109.0)
+    stops = _bad_trial_stops(study)
     assert all(s is not None and s >= 3 for s in stops), stops
 
 
