@@ -15,6 +15,8 @@ import torch
 
 def main(argv=None) -> None:
     from benchmarks.bench_inference import _posterior
+    from benchmarks.learning_curve import RECIPE
+    from cinn.config import as_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spectra", type=int, default=32)
@@ -22,7 +24,7 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--n-wave", type=int, default=25200)
     args = ap.parse_args(argv)
-    recipe = dict(n_blocks=6, subnet_width=128, subnet_layers=3, feature_layers=(256,), n_features=64, flux_components=128)
+    recipe = as_config(RECIPE).to_dict()  # configs/reference-tsgrid-lte.yaml
     rng = np.random.default_rng(0)
     flux = (1.0 + 0.1 * rng.standard_normal((args.spectra, args.n_wave))).astype(np.float32)
     snr = np.full(args.spectra, 250.0)

@@ -45,7 +45,8 @@ def _setup(cfg, n_wave: int, batch: int):
 
 
 def main(argv=None) -> None:
-    from cinn.config import CINNConfig
+    from benchmarks.learning_curve import RECIPE
+    from cinn.config import CINNConfig, as_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -53,8 +54,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n-wave", type=int, default=25200)
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    recipe = CINNConfig(n_blocks=6, subnet_width=128, subnet_layers=3, feature_layers=(256,), n_features=64, lr=1e-3,
-                        flux_components=128, weight_average=0.99, device="cpu")
+    recipe = as_config(RECIPE).replace(weight_average=0.99, device="cpu")  # configs/reference-tsgrid-lte.yaml
     published = CINNConfig(weight_average=0.99, device="cpu")
     print(f"torch threads {torch.get_num_threads()}; median of {args.repeats} repeats of {args.steps} steps")
     print(f"{'network':<28} {'parameters':>11} {'step ms':>9} {'step+avg ms':>12} {'avg alone ms':>13} {'ratio':>6}")

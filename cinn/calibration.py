@@ -22,8 +22,8 @@ What it guarantees: on spectra like the fitting ones (same grid, same noise mode
 truth at their level per label and S/N in expectation over fitting sets, whatever their size (the empirical quantiles
 are taken at the plotting positions i / (N + 1), as split-conformal intervals are), up to the fitting set's sampling
 error (about sqrt(u (1 - u) / N) for N spectra per S/N). What it cannot fix: spectra unlike the fitting ones (other
-physics, other normalisation, S/N outside); a median shifted by the remap is a shift learnt on the grid (the network's average bias there), not a
-correction of the grid's systematics against real stars.
+physics, other normalisation, S/N outside); a median shifted by the remap is a shift learnt on the grid (the
+network's average bias there), not a correction of the grid's systematics against real stars.
 
 `fit(post, flux, snr, truth)` fits one; `Calibration.apply_samples(draws, snr, inside)` maps draws; `write`/`read` keep it as
 `calibration.json` in the model directory, with the id of the model it belongs to, and its sha256 in
