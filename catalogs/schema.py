@@ -34,6 +34,9 @@ STAR, QUANTILE = "star", "quantile"
 QUANTILES: tuple[float, ...] = (0.025, 0.16, 0.5, 0.84, 0.975)
 QUANTILE_SUFFIX = "_quantiles"
 
+#: flag_extrapolated: more than this fraction of a star's posterior draws outside the training bounds (f_reject).
+EXTRAPOLATED_FRACTION = 0.5
+
 #: Variables every catalog has besides the label estimates.
 BASE_VARIABLES = ("star_id", "snr", "f_reject", "flag_extrapolated")
 
@@ -41,7 +44,7 @@ STANDARD_ATTRS = {
     "star_id": {"long_name": "star identifier (from the survey)", "units": "1"},
     "snr": {"long_name": "signal-to-noise ratio per Angstrom of the input spectrum", "units": "1"},
     "f_reject": {"long_name": "fraction of posterior draws rejected (outside the training prior)", "units": "1"},
-    "flag_extrapolated": {"long_name": "MAP estimate outside the training grid's label range", "units": "1"},
+    "flag_extrapolated": {"long_name": "more than half of the posterior draws outside the training label bounds", "units": "1"},
     "ra": {"long_name": "right ascension", "units": "deg"},
     "dec": {"long_name": "declination", "units": "deg"},
 }

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from catalogs.schema import QUANTILES  # the quantile columns summarize writes and catalogs hold
+from catalogs.schema import EXTRAPOLATED_FRACTION, QUANTILES  # the quantile columns summarize writes and catalogs hold
 from gridkit.errors import ExtrapolationWarning, GridError
 from gridkit.schema import STAR, WAVELENGTH, check_same_wavelength, label_attrs
 from gridkit.store import rng_for
@@ -349,7 +349,8 @@ class Posterior:
             data[name] = ((dim,), maps[:, i], attrs)
             data[f"{name}_quantiles"] = ((dim, "quantile"), quants[:, i, :], {**label_attrs(name), "description": "posterior quantiles"})
         data["f_reject"] = ((dim,), f_reject, {"units": "1", "long_name": "fraction of posterior samples outside the training label bounds"})
-        data["flag_extrapolated"] = ((dim,), f_reject > 0.5, {"long_name": "more than half of the samples outside the training bounds"})
+        data["flag_extrapolated"] = ((dim,), f_reject > EXTRAPOLATED_FRACTION,
+                                     {"long_name": "more than half of the samples outside the training bounds"})
         return xr.Dataset(data, coords=coords, attrs={"model_id": self.model_id})
 
 

@@ -233,6 +233,20 @@ def nll_per_label(log_prob, n_labels: int) -> dict:
             "nll_median": float(np.median(v)) if v.size else nan, "n_undefined": int((~ok).sum())}
 
 
+def outside_bounds(samples, bounds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where posterior draws leave the training bounds: (below (n, d), above (n, d), f_reject (n,)) of samples
+    (n, n_samples, d) in physical units and bounds (d, 2): per spectrum and label, the fraction of its draws below the
+    lower and above the upper bound, and the fraction of its draws outside in any label (the catalogs' f_reject, which
+    the published method rejects). A draw may leave through several labels, so the per-label fractions do not add up
+    to f_reject."""
+    s = np.asarray(samples, dtype=np.float64)
+    b = np.asarray(bounds, dtype=np.float64)
+    if s.ndim != 3 or b.shape != (s.shape[-1], 2):
+        raise ConfigError(f"samples must be (n, n_samples, d) and bounds (d, 2), got {s.shape} and {b.shape}")
+    low, high = s < b[:, 0], s > b[:, 1]
+    return low.mean(axis=1), high.mean(axis=1), (low | high).any(axis=-1).mean(axis=1)
+
+
 def binned_median(x, y, edges) -> tuple[np.ndarray, np.ndarray]:
     """Median of y (n[, k]) in bins of x (n,) with `edges`; returns (medians (n_bin[, k]), counts (n_bin,)).
     Empty bins are NaN. Used for the posterior width against [Fe/H] (Fig. A.3)."""

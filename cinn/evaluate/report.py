@@ -13,10 +13,13 @@ Tables (ECSV with units and a description, and the same as CSV; one row per S/N,
   width_vs_feh    the same in bins of true [Fe/H] (Fig. A.3), columns snr, feh_lo, feh_hi
   coverage        empirical coverage of central credible intervals, rows (snr, level)
   sbc             chi-square p-value of uniform SBC ranks per label
+  nll             -log p(truth | spectrum) per label of the raw posterior, a proper score (mean, standard error)
+  f_reject        draws outside the training bounds (the catalogs' f_reject, flag_extrapolated) and per label below/above
 Figures (PNG): fig4_residuals_vs_snr, fig5_map_vs_truth_snr<S>, figA2_width_vs_snr, figA3_width_vs_feh,
 sbc_ranks_snr<S>, coverage, and where asked saliency (Figs. A.4, A.5) and the posterior predictive check
 (Fig. 7). `summary.md` prints the tables in the paper's orientation (labels as rows, S/N as columns) and lists
-the figures; `summary.json` holds the run's metadata and the 68 % coverage per label at the figure S/N.
+the figures; `summary.json` holds the run's metadata, the 68 % coverage per label at the figure S/N, and the NLL
+and the mean f_reject per S/N.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
+from catalogs.schema import EXTRAPOLATED_FRACTION
 from gridkit.errors import ConfigError, GridError, StoreError
 from gridkit.schema import label_info
 
@@ -63,6 +67,11 @@ class SNRResult:
     extra: dict = field(default_factory=dict)
     #: (n,) log p(truth | spectrum) of the raw posterior in physical units (NaN where no density is defined); None: not computed
     log_prob: np.ndarray | None = None
+    #: (n, n_label) fractions of each spectrum's draws below / above the training bounds, (n,) outside in any label
+    #: (`metrics.outside_bounds`); None: not computed
+    below: np.ndarray | None = None
+    above: np.ndarray | None = None
+    f_reject: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -98,9 +107,10 @@ def result_from_samples(snr: float, model, truth, map_, samples, levels: Sequenc
 def concat_results(parts: Sequence[SNRResult]) -> SNRResult:
     """Join the chunks of one S/N."""
     p0 = parts[0]
-    log_prob = None if any(p.log_prob is None for p in parts) else np.concatenate([p.log_prob for p in parts])
+    optional = {k: None if any(getattr(p, k) is None for p in parts) else np.concatenate([getattr(p, k) for p in parts])
+                for k in ("log_prob", "below", "above", "f_reject")}
     return SNRResult(p0.snr, *(np.concatenate([getattr(p, k) for p in parts], axis=0) for k in ("model", "truth", "map", "q16", "q84", "ranks")),
-                     np.concatenate([p.inside for p in parts], axis=1), p0.n_samples, log_prob=log_prob)
+                     np.concatenate([p.inside for p in parts], axis=1), p0.n_samples, **optional)
 
 
 def _nearest_snr(snrs: Sequence[float], target: float) -> float:
@@ -141,7 +151,7 @@ def _table(rows: list[dict], labels: Sequence[str], description: str, per_label:
 def make_tables(results: Sequence[SNRResult], labels: Sequence[str], levels: Sequence[float] = LEVELS,
                 feh_index: int | None = None, feh_edges=FEH_EDGES) -> dict:
     """The report's tables (astropy Tables keyed by name) from per-S/N results."""
-    res_rows, nrmse_rows, width_rows, cov_rows, sbc_rows, feh_rows, nll_rows = [], [], [], [], [], [], []
+    res_rows, nrmse_rows, width_rows, cov_rows, sbc_rows, feh_rows, nll_rows, reject_rows = [], [], [], [], [], [], [], []
     for r in sorted(results, key=lambda r: r.snr):
         mean, sigma = metrics.residual_stats(r.map, r.truth)
         row = {"snr": r.snr, "n_star": r.n}
@@ -162,6 +172,8 @@ def make_tables(results: Sequence[SNRResult], labels: Sequence[str], levels: Seq
         sbc_rows.append({"snr": r.snr, "n_star": r.n, "n_samples": r.n_samples, **{lab: p[j] for j, lab in enumerate(labels)}})
         if r.log_prob is not None:
             nll_rows.append({"snr": r.snr, "n_star": r.n, **metrics.nll_per_label(r.log_prob, len(labels))})
+        if r.f_reject is not None:
+            reject_rows.append(_reject_row(r, labels))
         if feh_index is not None:
             med, counts = metrics.binned_median(r.truth[:, feh_index], width, feh_edges)
             for b in range(len(feh_edges) - 1):
@@ -186,10 +198,29 @@ def make_tables(results: Sequence[SNRResult], labels: Sequence[str], levels: Seq
                                "nll_error its standard error, nll_median the median, over the n_star - n_undefined spectra where "
                                "a density is defined (undefined: truth outside the flow's support, or a log label at or below "
                                "log_floor); a proper score of the whole posterior (accuracy and width), lower is better", units=False)
+    if reject_rows:
+        tables["f_reject"] = _table(reject_rows, labels, (
+            "posterior draws outside the training label bounds (the published method rejects them; a catalog's quantiles "
+            "leave them out): f_reject_mean, f_reject_median and f_reject_p90 of the fraction of each spectrum's draws "
+            "outside in any label (the catalogs' f_reject), flagged = fraction of spectra with f_reject > "
+            f"{EXTRAPOLATED_FRACTION:g} (the catalogs' flag_extrapolated); <label>_below and <label>_above: the mean "
+            "fraction of draws below the lower and above the upper bound of that label (a draw may leave through "
+            "several labels)"), units=False)
     if feh_index is not None:
         tables["width_vs_feh"] = _table(feh_rows, labels, "Fig. A.3 (Ksoll et al. 2026): median width of the central 68 % credible "
                                         "interval in bins of true [Fe/H] [feh_lo, feh_hi) per S/N")
     return tables
+
+
+def _reject_row(r: SNRResult, labels: Sequence[str]) -> dict:
+    """One S/N's row of the f_reject table."""
+    f = np.asarray(r.f_reject, dtype=np.float64)
+    row = {"snr": r.snr, "n_star": r.n, "f_reject_mean": float(f.mean()), "f_reject_median": float(np.median(f)),
+           "f_reject_p90": float(np.quantile(f, 0.9)), "flagged": float(np.mean(f > EXTRAPOLATED_FRACTION))}
+    for j, lab in enumerate(labels):
+        row[f"{lab}_below"] = float(np.mean(r.below[:, j]))
+        row[f"{lab}_above"] = float(np.mean(r.above[:, j]))
+    return row
 
 
 def write_tables(tables: Mapping, out_dir: Path) -> dict[str, Path]:
@@ -245,6 +276,17 @@ def markdown_summary(tables: Mapping, labels: Sequence[str], meta: Mapping) -> s
         lines.extend(coverage_chance_lines(c68, labels))
     sbc = tables["sbc"]
     block("SBC rank uniformity, chi-square p-value (< 0.01: miscalibrated)", lambda lab, i: f"{sbc[lab][i]:.2g}")
+    if "f_reject" in tables:
+        rej = tables["f_reject"]
+        lines.extend(["## Draws outside the training bounds (rejected by the published method; f_reject, flag_extrapolated)", "",
+                      head, sep,
+                      "| f_reject mean / median / 90th percentile | " + " | ".join(
+                          f"{rej['f_reject_mean'][i]:.3f} / {rej['f_reject_median'][i]:.3f} / {rej['f_reject_p90'][i]:.3f}"
+                          for i in range(len(snrs))) + " |",
+                      f"| flagged (f_reject > {EXTRAPOLATED_FRACTION:g}) | " + " | ".join(f"{rej['flagged'][i]:.3f}" for i in range(len(snrs))) + " |"])
+        lines.extend(f"| {lab}: below / above | " + " | ".join(f"{rej[f'{lab}_below'][i]:.3f} / {rej[f'{lab}_above'][i]:.3f}"
+                                                         for i in range(len(snrs))) + " |" for lab in labels)
+        lines.append("")
     if "nll" in tables:
         nll = tables["nll"]
         lines.extend(["## Negative log-likelihood of the truth per label (uncalibrated posterior, physical units; lower is better)", "",
@@ -613,11 +655,14 @@ def _sample_results(post: Posterior, cube, spectra: _Spectra, samples: int, seed
             in_bounds = post.in_bounds(draws)  # the draws a catalog's quantiles count (and the calibration maps by)
             parts.append(result_from_samples(s, part.model_ids, part.truth, maps, draws, in_bounds=in_bounds))
             parts[-1].log_prob = _truth_log_prob(post, part.truth, flux, s)
+            parts[-1].below, parts[-1].above, parts[-1].f_reject = metrics.outside_bounds(draws, post.bounds)
             if calibration is not None:
                 raw_parts.append(parts[-1])
                 calibrated = calibration.apply_samples(draws, np.full(part.n, s), in_bounds)
                 parts[-1] = result_from_samples(s, part.model_ids, part.truth, maps, calibrated, in_bounds=in_bounds)
-                parts[-1].log_prob = raw_parts[-1].log_prob  # the calibration maps intervals, not the density
+                # the calibration maps intervals, not the density, and keeps each draw's side of the bounds
+                for k in ("log_prob", "below", "above", "f_reject"):
+                    setattr(parts[-1], k, getattr(raw_parts[-1], k))
             bar.update(part.n)
         results.append(concat_results(parts))
         if calibration is not None:
@@ -686,6 +731,8 @@ def _summary_meta(post: Posterior, cube_path: Path, spectra: _Spectra, results: 
         "coverage_68": {lab: float(np.mean(r.inside[k68, :, j])) for r in results if r.snr == figure_snr for j, lab in enumerate(labels)},
         # the proper score per S/N (nll.csv's mean): one number per S/N to compare networks by
         "nll": {f"{r.snr:g}": metrics.nll_per_label(r.log_prob, len(labels))["nll"] for r in results if r.log_prob is not None},
+        # the mean fraction of draws outside the training bounds per S/N (f_reject.csv): the baseline of a catalog's f_reject
+        "f_reject": {f"{r.snr:g}": float(np.mean(r.f_reject)) for r in results if r.f_reject is not None},
         "notes": notes,
     }
 

@@ -192,3 +192,19 @@ def test_binned_median():
     y = np.array([1.0, 3.0, 5.0, 7.0, 9.0])
     med, counts = metrics.binned_median(x, y, np.array([0.0, 0.5, 1.0]))
     assert counts.tolist() == [2, 3] and med.tolist() == [2.0, 7.0]
+
+
+def test_outside_bounds_counts_each_side_and_each_draw_once():
+    """Fractions of draws below / above each label's bounds, and f_reject = the draws outside in any label: a draw
+    outside in two labels counts once; a draw on a bound is inside (the catalogs' `in_bounds`)."""
+    from cinn.evaluate.metrics import outside_bounds
+
+    bounds = np.array([[0.0, 1.0], [-1.0, 1.0]])
+    s = np.array([[[0.5, 0.0], [-0.1, 0.0], [1.2, 2.0], [0.0, 1.0]],      # one below, one above in both labels, one on the bounds
+                  [[2.0, -3.0], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]])     # one outside in both labels
+    below, above, f = outside_bounds(s, bounds)
+    np.testing.assert_allclose(below, [[0.25, 0.0], [0.0, 0.25]])
+    np.testing.assert_allclose(above, [[0.25, 0.25], [0.25, 0.0]])
+    np.testing.assert_allclose(f, [0.5, 0.25])
+    with pytest.raises(ConfigError, match="bounds"):
+        outside_bounds(s, bounds[:1])

@@ -84,6 +84,39 @@ def test_report_nll_is_the_posterior_density_of_the_truths(report, tiny_model, a
     assert summary["nll"] == {f"{s:g}": pytest.approx(v) for s, v in zip(nll["snr"], nll["nll"])}
 
 
+def test_report_f_reject_is_the_catalogs_rejection_split_by_label(report, tiny_model, analytic_cube):
+    """f_reject.csv: per S/N, the mean/median/90th percentile of the f_reject that `Posterior.summarize` (the catalogs')
+    gives the same spectra with the same draws, the fraction flag_extrapolated flags, and per label the fraction of
+    draws below and above its training bounds, counted on the draws themselves."""
+    import cinn
+
+    post = cinn.load(tiny_model)
+    ids = cinn.read_split(tiny_model)["test"]
+    sub = xr.open_zarr(analytic_cube, consolidated=False).sel(model=ids)
+    rej = _table(report / "f_reject.ecsv")
+    assert list(rej["snr"]) == list(SNR) and set(rej["n_star"]) == {ids.size}
+    lo, hi = post.bounds[:, 0], post.bounds[:, 1]
+    for i, snr in enumerate(SNR):
+        flux = sub.flux.sel(snr=snr).values
+        summary = post.summarize(flux, np.full(ids.size, snr), n=64, seed=0, keys=ids)
+        f = summary.f_reject.values
+        assert rej["f_reject_mean"][i] == pytest.approx(f.mean(), abs=1e-12)
+        assert rej["f_reject_median"][i] == pytest.approx(np.median(f), abs=1e-12)
+        assert rej["f_reject_p90"][i] == pytest.approx(np.quantile(f, 0.9), abs=1e-12)
+        assert rej["flagged"][i] == pytest.approx(summary.flag_extrapolated.values.mean(), abs=1e-12)
+        draws = post.sample(flux, np.full(ids.size, snr), n=64, seed=0, keys=ids)
+        for j, lab in enumerate(post.label_names):
+            assert rej[f"{lab}_below"][i] == pytest.approx(np.mean(draws[..., j] < lo[j]), abs=1e-12)
+            assert rej[f"{lab}_above"][i] == pytest.approx(np.mean(draws[..., j] > hi[j]), abs=1e-12)
+    # the tiny network's draws leave its bounds on both sides, unevenly (so swapped or zero columns would fail above)
+    assert max(rej["f_reject_mean"]) > 0
+    assert any(abs(rej[f"{lab}_below"][0] - rej[f"{lab}_above"][0]) > 0.01 for lab in post.label_names)
+    summary_json = json.loads((report / "summary.json").read_text())
+    assert summary_json["f_reject"] == {f"{s:g}": pytest.approx(v) for s, v in zip(rej["snr"], rej["f_reject_mean"])}
+    md = (report / "summary.md").read_text()
+    assert "## Draws outside the training bounds" in md and "| teff: below / above |" in md
+
+
 def test_report_figures_summary_and_ppc(report):
     names = {p.name for p in report.glob("*.png")}
     for expected in ("fig4_residuals_vs_snr.png", "fig5_map_vs_truth_snr300.png", "figA2_width_vs_snr.png", "figA3_width_vs_feh.png",
