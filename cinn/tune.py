@@ -121,6 +121,17 @@ def objective_column(study) -> str:
     return str(study.user_attrs.get("objective", "val_nll"))
 
 
+def _existing_objective(tune_dir, epochs: int) -> str | None:
+    """The objective column of the study in `tune_dir`; None where there is none yet: no journal, or one that a
+    first run stopped before `create_study` wrote the study (optuna then raises KeyError on loading it)."""
+    if not (Path(tune_dir) / JOURNAL).is_file():
+        return None
+    try:
+        return objective_column(_study(tune_dir, epochs))
+    except KeyError:
+        return None
+
+
 def _reporter(trial, rows: list, column: str):
     """on_epoch callback of cinn.train.Trainer: keep the epoch's log row in `rows`, report its validation NLL
     (`column`) to the Optuna trial, stop the run when Hyperband prunes it."""
@@ -211,7 +222,7 @@ def tune(cube_path, tune_dir, *, n_trials: int = 20, epochs: int = 30, config=No
 
     open_training_store(cube_path, base_cfg.labels, base_cfg.loader)  # a bad cube fails here, before anything is written
     searched = sorted(set(space) & set(TRANSFORM_KEYS))
-    if searched and (tune_dir / JOURNAL).is_file() and objective_column(_study(tune_dir, epochs)) != OBJECTIVE:
+    if searched and _existing_objective(tune_dir, epochs) not in (None, OBJECTIVE):
         raise ConfigError(f"{tune_dir} holds a study ranked by the flow's own val_nll (begun before gridkit ranked trials "
                           f"by {OBJECTIVE}); it cannot search {', '.join(searched)}, which change the label transform and so "
                           "that NLL's units: start a new study (another --out)")

@@ -154,6 +154,23 @@ def test_a_study_ranked_by_the_flows_own_nll_cannot_search_the_label_transform(a
     assert objective_column(_study(tmp_path / "old", epochs=1)) == "val_nll"
 
 
+def test_a_journal_without_a_study_is_a_new_study(analytic_cube, tmp_path):
+    """A journal that holds no study (a first run stopped before create_study wrote it) does not stop the check of
+    the objective: the study is created there, ranked by val_nll_physical, and may search the label transform."""
+    import optuna
+
+    from cinn.tune import OBJECTIVE, STUDY_NAME, storage, tune
+
+    (tmp_path / "t").mkdir()
+    storage(tmp_path / "t")  # the journal file, empty
+    assert (tmp_path / "t" / "study.journal").is_file()
+    with pytest.raises(KeyError):
+        optuna.load_study(study_name=STUDY_NAME, storage=storage(tmp_path / "t"))
+    res = tune(analytic_cube, tmp_path / "t", n_trials=1, epochs=1, config=BASE, space={"label_margin": ("categorical", (None, 0.05))},
+               progress=False)
+    assert res["objective"] == OBJECTIVE and res["n_complete"] == 1
+
+
 def test_no_trial_is_pruned_before_min_epochs(tmp_path):
     """min_epochs is Hyperband's first rung: trials far worse than every finished one still run min_epochs epochs."""
     from cinn.tune import _study
