@@ -1,14 +1,15 @@
 """Sampling with MAP from an ensemble (`cinn.ensemble`) against one network and against the straightforward pooling.
 
 Side by side in one run, spectrum by spectrum interleaved (one torch thread = one core), 4096 draws per spectrum,
-K networks of the reference recipe's size (6 blocks of width 128, feature net 256 -> 64; 25,200 pixels), random
-weights (timing does not depend on training):
+K networks of the reference recipe (`configs/reference-tsgrid-lte.yaml`: 6 blocks of width 128, the flux on 128
+principal components, feature net 256 -> 64; 25,200 pixels), random weights (timing does not depend on training):
 - one network: `Posterior.sample(..., return_log_q=True)` and the MAP rule (what `summarize` does for the MAP);
 - pooled: each of the K networks makes n/K draws and ranks them by its own density (no mixture density: the MAP rule
   then compares densities of different posteriors, which is what the ensemble avoids);
-- ensemble: `Ensemble.sample` (n/K draws from each member, every draw's density the mixture's, K forward passes by
-  `FastReverse.forward`), and the same with FrEIA's forward pass for the densities (the straightforward way; what
-  `cinn.ensemble` did first). Both give the same densities to float32 rounding (checked).
+- ensemble: `Ensemble.sample` (n/K draws from each member, every draw's density the mixture's: under its own member
+  that of the sampling pass, under the K - 1 others their forward pass by `FastReverse.forward`); the same with all
+  K forward passes over every draw (`cinn.ensemble` until 2026-12-04); and with FrEIA's forward pass for all K (the
+  straightforward way; what `cinn.ensemble` did first). All give the same densities to float32 rounding (checked).
 
 Run: `python -m benchmarks ensemble [--members 3] [--spectra 6] [--samples 4096]`.
 """
@@ -21,17 +22,20 @@ import time
 import numpy as np
 import torch
 
-RECIPE = dict(n_blocks=6, subnet_width=128, subnet_layers=3, feature_layers=(256,), n_features=64)
-
-
 def _members(k: int, n_pix: int):
+    from cinn.config import as_config
     from cinn.model import FastReverse
 
     from .bench_inference import _posterior
+    from .learning_curve import RECIPE
 
+    recipe = as_config(RECIPE).to_dict()  # configs/reference-tsgrid-lte.yaml (flux on 128 principal components)
     posts = []
     for i in range(k):
-        post, _ = _posterior(n_pix, config=RECIPE)
+        post, cfg = _posterior(n_pix, config=recipe)
+        if cfg.flux_components:  # an orthonormal basis, as the training's PCA gives
+            basis = torch.linalg.qr(torch.randn(n_pix, cfg.flux_components, generator=torch.Generator().manual_seed(200 + i)))[0]
+            post.model.set_flux_basis(basis.numpy())
         g = torch.Generator().manual_seed(100 + i)  # other weights per member
         with torch.no_grad():
             for p in post.model.parameters():
@@ -72,9 +76,19 @@ def main(argv=None) -> dict:
         posts = _members(args.members, args.pixels)
         ens = Ensemble(posts, posts[0].model_dir, "bench-ensemble", "none")
 
-        class FreiaDensity(Ensemble):
+        class AllMembers(Ensemble):
+            """Every draw's density by all K members' forward passes (its own member's too)."""
+
+            def _sample_flow(self, values, snr, keys, n, seed, stream=()):
+                ys = np.empty((values.shape[0], n, len(self.label_names)), dtype=np.float32)
+                for i, (member, (a, b)) in enumerate(zip(self.members, self._split(n))):
+                    ys[:, a:b] = member._sample_flow(values, snr, keys, b - a, seed, (*stream, i))[0]
+                return ys, self._log_q(values, snr, ys)
+
+        class FreiaDensity(AllMembers):
             _member_log_q = staticmethod(_freia_log_q)
 
+        ens_all = AllMembers(posts, posts[0].model_dir, "bench-ensemble-all", "none")
         ens_freia = FreiaDensity(posts, posts[0].model_dir, "bench-ensemble-freia", "none")
         rng = np.random.default_rng(0)
         flux = (1.0 + 0.1 * rng.standard_normal((args.spectra, args.pixels))).astype(np.float32)
@@ -95,9 +109,12 @@ def main(argv=None) -> dict:
             return map_index(lq, which.in_bounds(s)), lq
 
         runs = {"one network": one, f"pooled: {k} networks, each draw ranked by its own density": pooled,
-                f"ensemble of {k}, densities by FrEIA's forward pass": lambda j: mixture(j, ens_freia),
-                f"ensemble of {k}, densities by FastReverse.forward (cinn.ensemble)": mixture}
-        worst = max(float(np.max(np.abs(mixture(j)[1] - mixture(j, ens_freia)[1]))) for j in range(min(2, args.spectra)))
+                f"ensemble of {k}, {k} density passes by FrEIA's forward": lambda j: mixture(j, ens_freia),
+                f"ensemble of {k}, {k} density passes by FastReverse.forward": lambda j: mixture(j, ens_all),
+                f"ensemble of {k}, own density + {k - 1} passes (cinn.ensemble)": mixture}
+        checks = [(mixture(j), mixture(j, ens_all), mixture(j, ens_freia)) for j in range(min(2, args.spectra))]
+        worst = max(float(np.max(np.abs(a[1] - b[1]))) for ours, *others in checks for a, b in ((ours, o) for o in others))
+        same_map = all(np.array_equal(ours[0], o[0]) for ours, *others in checks for o in others)
         for f in runs.values():  # warm-up
             f(0)
         cpu = {name: [] for name in runs}
@@ -109,9 +126,9 @@ def main(argv=None) -> dict:
     finally:
         torch.set_num_threads(threads)
     base = statistics.median(cpu["one network"])
-    print(f"max |log density difference| between the two density passes: {worst:.1e} (float32 rounding)")
-    print(f"ensemble sampling with MAP: {args.spectra} spectra x {n} draws, {args.pixels} pixels, networks of the reference recipe's "
-          f"size ({RECIPE['n_blocks']} blocks of {RECIPE['subnet_width']}, feature net 256 -> 64), random weights, 1 torch thread")
+    print(f"max |log density difference| between the density passes: {worst:.1e} (float32 rounding); same MAP draw: {same_map}")
+    print(f"ensemble sampling with MAP: {args.spectra} spectra x {n} draws, {args.pixels} pixels, networks of the reference recipe "
+          "(configs/reference-tsgrid-lte.yaml), random weights, 1 torch thread")
     print(f"{'what':62s} {'CPU s/spectrum (median)':>24s} {'x one network':>14s}")
     out = {}
     for name, times in cpu.items():

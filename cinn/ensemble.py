@@ -7,10 +7,11 @@ ensemble's posterior is their equal-weight mixture, q(x | y) = (1/K) sum_k q_k(x
 - **Draws.** Of a spectrum's n draws, member k makes n_k (n split as evenly as possible, in member order) from
   its own latent draws `rng_for(seed, key, k)`: a spectrum's draws depend on (seed, key) only, whatever the chunking.
   (numpy's SeedSequence reads a trailing key 0 as none, so member 0's draws are the first of those it makes alone.)
-- **Density and MAP.** Every draw's density is the mixture's, log (1/K) sum_k q_k, each member's by its forward
-  pass; the MAP rule is the single network's (the in-bounds draw of highest density), applied to that mixture
-  density. Sampling costs about K + 1 times a single network (n/K draws from each member, then K density passes
-  over all n draws).
+- **Density and MAP.** Every draw's density is the mixture's, log (1/K) sum_k q_k: under the member that drew it
+  the density of its sampling pass, under every other member that member's forward pass; the MAP rule is the single
+  network's (the in-bounds draw of highest density), applied to that mixture density. Sampling costs about K times
+  a single network (n/K draws from each member, then K - 1 density passes over the n draws). `log_prob` of given
+  labels takes all K forward passes.
 - **One training set.** The members must share the training data and split (split.json), the label transform,
   bounds, flux standardisation, wavelength grid and normalisation: the mixture then lives in one flow space, masked
   pixels are imputed alike, and `evaluate` knows the test split. Seeds, architectures and learning rates may differ.
@@ -83,13 +84,24 @@ class Ensemble(Posterior):
         return list(zip(cuts[:-1], cuts[1:]))
 
     def _sample_flow(self, values, snr, keys, n: int, seed: int, stream: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
-        S, d = values.shape[0], len(self.label_names)
+        """Member k's share of the draws from its own latents, and every draw's mixture density: under its own member
+        the density of the sampling pass (as a single network's MAP uses it), under each other member that member's
+        forward pass (K - 1 passes over the n draws, not K)."""
+        from scipy.special import logsumexp
+
+        S, d, K = values.shape[0], len(self.label_names), len(self.members)
         ys = np.empty((S, n, d), dtype=np.float32)
-        for i, (member, (a, b)) in enumerate(zip(self.members, self._split(n))):
+        per = np.empty((K, S, n), dtype=np.float64)
+        shares = self._split(n)
+        for i, (member, (a, b)) in enumerate(zip(self.members, shares)):
             if b > a:
                 member.memory_cap = self.memory_cap  # the ensemble's memory setting holds for its members
-                ys[:, a:b] = member._sample_flow(values, snr, keys, b - a, seed, (*stream, i))[0]
-        return ys, self._log_q(values, snr, ys)
+                ys[:, a:b], per[i, :, a:b] = member._sample_flow(values, snr, keys, b - a, seed, (*stream, i))
+        for i, (member, (a, b)) in enumerate(zip(self.members, shares)):
+            others = np.r_[0:a, b:n]
+            if others.size:
+                per[i][:, others] = self._member_log_q(member, values, snr, ys[:, others])
+        return ys, (logsumexp(per, axis=0) - np.log(K)).astype(np.float32)
 
     @staticmethod
     def _member_log_q(member: Posterior, values: np.ndarray, snr: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -43,12 +43,21 @@ def test_each_member_makes_its_share_and_every_draw_gets_the_mixture_density(ens
     samples, log_q = ens.sample(flux, snr, n=64, seed=3, return_log_q=True)
     values, s = ens.check_inputs(flux, snr)
     keys = np.arange(6)
-    for k, (a, b) in enumerate([(0, 32), (32, 64)]):  # member k's draws: its own latents rng_for(seed, key, k)
-        y, _ = ens.members[k]._sample_flow(values, s, keys, 32, 3, (k,))
+    shares = [(0, 32), (32, 64)]
+    own = {}
+    for k, (a, b) in enumerate(shares):  # member k's draws: its own latents rng_for(seed, key, k)
+        y, own[k] = ens.members[k]._sample_flow(values, s, keys, 32, 3, (k,))
         np.testing.assert_array_equal(samples[:, a:b], ens.label_transform.inverse(y))
-    # the density of every draw is log of the mean of the members' densities (each by its own forward pass)
     y_all, lq_flow = ens._sample_flow(values, s, keys, 64, 3)
     np.testing.assert_array_equal(lq_flow, log_q)
+    # every draw's density: under its own member that of the sampling pass, under the other member its forward pass
+    expected = np.empty((2, 6, 64))
+    for k, (a, b) in enumerate(shares):
+        expected[k, :, a:b] = own[k]
+        other = slice(*shares[1 - k])
+        expected[k, :, other] = ens.members[k]._log_q(values, s, y_all[:, other])
+    np.testing.assert_array_equal(log_q, (np.logaddexp(expected[0], expected[1]) - np.log(2)).astype(np.float32))
+    # which is log of the mean of the members' densities, each by its forward pass, to float32 rounding
     per = np.stack([m._log_q(values, s, y_all).astype(np.float64) for m in ens.members])
     np.testing.assert_allclose(log_q, np.log(np.exp(per).mean(axis=0)), rtol=1e-5, atol=1e-5)
     # and in physical units, log_prob is that of the mixture of the members' log_prob
