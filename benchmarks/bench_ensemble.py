@@ -47,13 +47,13 @@ def _members(k: int, n_pix: int):
     return posts
 
 
-def _freia_log_q(post, values, snr, y):
+def _freia_log_q(post, values, snr, y, conditions=None):
     """A member's flow density of points y (S, m, d) by FrEIA's forward pass with the condition repeated per row."""
     from cinn.model import log_normal
 
     out = np.empty(y.shape[:2], dtype=np.float32)
     with torch.inference_mode():
-        c = post._conditions(values, snr)
+        c = post._conditions(values, snr) if conditions is None else conditions
         for j in range(y.shape[0]):
             z, logdet = post.model.flow(torch.from_numpy(np.ascontiguousarray(y[j])), c=[c[j:j + 1].expand(y.shape[1], -1)])
             out[j] = (log_normal(z) + logdet.float()).numpy()

@@ -86,26 +86,29 @@ class Ensemble(Posterior):
     def _sample_flow(self, values, snr, keys, n: int, seed: int, stream: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
         """Member k's share of the draws from its own latents, and every draw's mixture density: under its own member
         the density of the sampling pass (as a single network's MAP uses it), under each other member that member's
-        forward pass (K - 1 passes over the n draws, not K)."""
+        forward pass (K - 1 passes over the n draws, not K), with the conditions its sampling pass computed."""
         from scipy.special import logsumexp
 
         S, d, K = values.shape[0], len(self.label_names), len(self.members)
         ys = np.empty((S, n, d), dtype=np.float32)
         per = np.empty((K, S, n), dtype=np.float64)
         shares = self._split(n)
+        conditions = [None] * K  # each member's feature-network conditions, from its sampling pass
         for i, (member, (a, b)) in enumerate(zip(self.members, shares)):
             if b > a:
                 member.memory_cap = self.memory_cap  # the ensemble's memory setting holds for its members
-                ys[:, a:b], per[i, :, a:b] = member._sample_flow(values, snr, keys, b - a, seed, (*stream, i))
+                parts: list = []
+                ys[:, a:b], per[i, :, a:b] = member._sample_flow(values, snr, keys, b - a, seed, (*stream, i), conditions=parts)
+                conditions[i] = torch.cat(parts)
         for i, (member, (a, b)) in enumerate(zip(self.members, shares)):
             others = np.r_[0:a, b:n]
             if others.size:
-                per[i][:, others] = self._member_log_q(member, values, snr, ys[:, others])
+                per[i][:, others] = self._member_log_q(member, values, snr, ys[:, others], conditions[i])
         return ys, (logsumexp(per, axis=0) - np.log(K)).astype(np.float32)
 
     @staticmethod
-    def _member_log_q(member: Posterior, values: np.ndarray, snr: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return member._log_q(values, snr, y)
+    def _member_log_q(member: Posterior, values: np.ndarray, snr: np.ndarray, y: np.ndarray, conditions=None) -> np.ndarray:
+        return member._log_q(values, snr, y, conditions)
 
     def _log_q(self, values: np.ndarray, snr: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The mixture's density log (1/K) sum_k q_k(y) (S, m) of points y (S, m, d) in the (common) flow space."""

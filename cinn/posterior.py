@@ -188,9 +188,11 @@ class Posterior:
         return np.stack([rng_for(seed, int(k), *stream).standard_normal((n, d), dtype=np.float32) for k in keys])
 
     @torch.inference_mode()
-    def _sample_flow(self, values, snr, keys, n: int, seed: int, stream: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    def _sample_flow(self, values, snr, keys, n: int, seed: int, stream: tuple[int, ...] = (), *,
+                     conditions: list | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(y (S, n, d) in flow space, log q (S, n)) via the fast path; `stream`: further keys of the latent draws
-        (an ensemble's member number), none for a single network.
+        (an ensemble's member number), none for a single network. `conditions`: a list that receives the spectra's
+        feature-network conditions, group by group (an ensemble's density passes reuse them).
 
         Spectra go through in groups of `_group_size(n)` (1 on CPU), the last group padded; a spectrum's n
         samples in blocks of SAMPLE_BLOCK. Every pass has a shape that depends on n only, so each spectrum's
@@ -204,6 +206,8 @@ class Posterior:
             hi = min(S, lo + g)
             m = hi - lo
             c = self._group_conditions(values, snr, lo, hi, g)
+            if conditions is not None:
+                conditions.append(c[:m])
             z_all = self._padded(self._latents(keys[lo:hi], n, seed, stream), g)
             for a in range(0, n, block):
                 b = min(n, a + block)
@@ -268,13 +272,13 @@ class Posterior:
                             attrs={**SAMPLES_ATTRS, "label_units": units, "model_id": self.model_id})
 
     @torch.inference_mode()
-    def _log_q(self, values: np.ndarray, snr: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _log_q(self, values: np.ndarray, snr: np.ndarray, y: np.ndarray, conditions: torch.Tensor | None = None) -> np.ndarray:
         """Flow density log q(y | spectrum) (S, m) of points y (S, m, d) in flow space, by the fast forward pass
         (`FastReverse.forward`): spectrum by spectrum, in blocks of SAMPLE_BLOCK rows (shapes fixed per spectrum, as
-        in sampling)."""
+        in sampling). `conditions`: the spectra's feature-network conditions (S, n_features) where already computed."""
         S, m, d = y.shape
         out = np.empty((S, m), dtype=np.float32)
-        c = self._conditions(values, snr)
+        c = self._conditions(values, snr) if conditions is None else conditions
         for j in range(S):
             for a in range(0, m, SAMPLE_BLOCK):
                 b = min(m, a + SAMPLE_BLOCK)
