@@ -231,6 +231,66 @@ def posterior_predictive(post: Posterior, flux, snr, generator, attrs: Mapping, 
     return PPCResult(wl, values, snr, sigma, maps, map_flux, band, truth_flux, tuple(names), instrument)
 
 
+def line_abundances(generator, attrs: Mapping, wavelength, flux, labels, label_names: Sequence[str], label: str, values,
+                    lines, *, half_width: float = 0.3) -> list[dict]:
+    """Line by line, the value of `label` at which the grid's own physics reproduces each line of a spectrum: the
+    spectrum is re-synthesised by `generator` at `labels` (d,) (e.g. the posterior medians) with `label` set to each of
+    `values` (increasing), degraded like the cube whose `attrs` are given (`resimulate`), on `wavelength`; for each line
+    centre of `lines` [A], the equivalent width of 1 - flux within +- `half_width` A is measured on `flux` (n_wave,)
+    (continuum-normalised) and on each model, and `value` is where the models' width equals the observed one (linear
+    interpolation). Where one abundance fits every line of an element, the values agree; a spread between lines that
+    no spectrum of the grid has shows a mismatch of the grid's physics (line data, NLTE, blends it lacks).
+
+    Returns one dict per line: line, n_pixels, ew_observed and ew_model (one per value) in mA, value, and `outside`:
+    "" where the observed width lies within the models' range, "below" / "above" where it is weaker / stronger than
+    every model (value NaN: at most values[0] / at least values[-1]), "not monotonic" where the models' widths do not
+    grow with `label` over the values (a blend), "no pixels" where fewer than 3 finite pixels lie in the window."""
+    from gridkit.kernels.rebin import pixel_widths
+
+    names = list(label_names)
+    if label not in names:
+        raise ConfigError(f"label {label!r} is not one of the labels {', '.join(names)}")
+    vals = np.asarray(values, dtype=float).ravel()
+    if vals.size < 2 or not np.all(np.diff(vals) > 0):
+        raise ConfigError(f"values of {label} must be at least two, increasing; got {vals.tolist()}")
+    base = np.asarray(labels, dtype=float).ravel()
+    if base.size != len(names):
+        raise ConfigError(f"labels must hold one value per label ({len(names)}), got {base.size}")
+    half_width = float(half_width)
+    if not half_width > 0:
+        raise ConfigError(f"half_width must be > 0 Angstrom, got {half_width}")
+    wl = np.asarray(wavelength, dtype=float)
+    obs = np.asarray(flux, dtype=float).ravel()
+    if obs.shape != wl.shape:
+        raise ConfigError(f"flux has {obs.size} pixels, the wavelength grid {wl.size}")
+    rows = np.repeat(base[None, :], vals.size, axis=0)
+    rows[:, names.index(label)] = vals
+    models = resimulate(generator, rows, names, attrs, wl)  # (len(values), n_wave)
+    widths = pixel_widths(wl)
+    out = []
+    for centre in np.atleast_1d(np.asarray(lines, dtype=float)):
+        w = (np.abs(wl - centre) <= half_width) & np.isfinite(obs) & np.all(np.isfinite(models), axis=0)
+        row = {"line": float(centre), "n_pixels": int(w.sum()), "ew_observed": float("nan"), "ew_model": [float("nan")] * vals.size,
+               "value": float("nan"), "outside": ""}
+        if w.sum() < 3:
+            row["outside"] = "no pixels"
+            out.append(row)
+            continue
+        ew_obs = float(np.sum((1.0 - obs[w]) * widths[w]) * 1e3)
+        ew_mod = np.sum((1.0 - models[:, w]) * widths[w], axis=1) * 1e3
+        row.update(ew_observed=ew_obs, ew_model=[float(e) for e in ew_mod])
+        if not np.all(np.diff(ew_mod) > 0):
+            row["outside"] = "not monotonic"
+        elif ew_obs < ew_mod[0]:
+            row["outside"] = "below"
+        elif ew_obs > ew_mod[-1]:
+            row["outside"] = "above"
+        else:
+            row["value"] = float(np.interp(ew_obs, ew_mod, vals))
+        out.append(row)
+    return out
+
+
 def plot_ppc(res: PPCResult, path, *, model_ids=None, window: float = 25.0, max_spectra: int = 4,
              instrument: Mapping | None = None) -> Path:
     """Fig. 7 style: per spectrum (rows) and arm (columns, a `window`-A stretch around the deepest line of the
