@@ -87,8 +87,6 @@ class Ensemble(Posterior):
         """Member k's share of the draws from its own latents, and every draw's mixture density: under its own member
         the density of the sampling pass (as a single network's MAP uses it), under each other member that member's
         forward pass (K - 1 passes over the n draws, not K), with the conditions its sampling pass computed."""
-        from scipy.special import logsumexp
-
         S, d, K = values.shape[0], len(self.label_names), len(self.members)
         ys = np.empty((S, n, d), dtype=np.float32)
         per = np.empty((K, S, n), dtype=np.float64)
@@ -104,7 +102,7 @@ class Ensemble(Posterior):
             others = np.r_[0:a, b:n]
             if others.size:
                 per[i][:, others] = self._member_log_q(member, values, snr, ys[:, others], conditions[i])
-        return ys, (logsumexp(per, axis=0) - np.log(K)).astype(np.float32)
+        return ys, _mixture(per)
 
     @staticmethod
     def _member_log_q(member: Posterior, values: np.ndarray, snr: np.ndarray, y: np.ndarray, conditions=None) -> np.ndarray:
@@ -112,10 +110,14 @@ class Ensemble(Posterior):
 
     def _log_q(self, values: np.ndarray, snr: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The mixture's density log (1/K) sum_k q_k(y) (S, m) of points y (S, m, d) in the (common) flow space."""
-        from scipy.special import logsumexp
+        return _mixture(np.stack([self._member_log_q(m, values, snr, y).astype(np.float64) for m in self.members]))
 
-        per = np.stack([self._member_log_q(m, values, snr, y).astype(np.float64) for m in self.members])
-        return (logsumexp(per, axis=0) - np.log(len(self.members))).astype(np.float32)
+
+def _mixture(per: np.ndarray) -> np.ndarray:
+    """The equal-weight mixture's log density log (1/K) sum_k q_k (float32) of the members' log densities per (K, ...)."""
+    from scipy.special import logsumexp
+
+    return (logsumexp(per, axis=0) - np.log(per.shape[0])).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ on disk

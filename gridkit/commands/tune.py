@@ -10,7 +10,8 @@ def register(sub):
         "tune",
         help="search the cINN's hyperparameters (Optuna, Hyperband pruning), optionally over a Dask cluster",
         description="Run an Optuna study (TPE sampler, HyperbandPruner on the validation NLL of every epoch, in physical label "
-        "units so that label_margin can be searched) over lr, n_blocks, subnet_width, clamp and weight_decay (or --space), each trial a training of up to --epochs epochs. The study is kept in "
+        "units so that label_margin can be searched) over lr, n_blocks, subnet_width, clamp and weight_decay (or --space), "
+        "each trial a training of up to --epochs epochs. The study is kept in "
         "TUNE_DIR/study.journal (a rerun continues it); TUNE_DIR/best_config.json feeds `gridkit train --config`. See docs/evaluate.md.",
     )
     parser.add_argument("input", help="training cube flux(model, snr, wavelength) or noiseless grid (Zarr)")
